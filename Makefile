@@ -1,0 +1,64 @@
+# Streaming ETL — every target does its own set-up; `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+MVN := mvn -q -B
+STAMP_VENV := $(VENV)/.installed
+STAMP_JARS := .jars/.resolved
+CONF ?= conf/local.yaml
+
+.PHONY: help setup jars run test test-unit test-integration check lint typecheck fmt bench stack-up stack-down clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP_VENV): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[local,dev]'
+	@touch $@
+
+$(STAMP_JARS): jvm/spark/pom.xml jvm/broker/pom.xml
+	@command -v mvn >/dev/null || { echo "need Maven (mvn) and a JDK 17 on PATH"; exit 1; }
+	rm -rf .jars/spark .jars/broker
+	$(MVN) -f jvm/spark/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/spark
+	$(MVN) -f jvm/broker/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/broker
+	@touch $@
+
+setup: $(STAMP_VENV) $(STAMP_JARS) ## Python venv + Maven-resolved JVM jars
+
+jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side and broker side)
+
+run: setup ## start the local stack, produce demo events, ingest them into Iceberg, show the table
+	$(PY) -m jobs.demo --conf $(CONF)
+
+test: setup ## the whole test suite (unit + integration on the local stack)
+	$(PY) -m pytest -q
+
+test-unit: setup ## tests that need neither broker nor registry
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: setup ## tests on the real local stack
+	$(PY) -m pytest -q -m integration
+
+check: setup ## ruff + mypy (strict on the packages)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+fmt: setup ## format and autofix
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+stack-up: setup ## start the local stack in the background (state in .stack/)
+	$(PY) -m etl.devstack up --workdir .stack --broker-jars .jars/broker
+
+stack-down: ## stop the local stack
+	@if [ -x $(PY) ]; then $(PY) -m etl.devstack down --workdir .stack; fi
+
+clean: stack-down ## remove local state (venv and jars stay)
+	rm -rf .warehouse .checkpoints .stack .bench spark-warehouse

@@ -1,0 +1,336 @@
+"""Typed settings: one YAML file per environment, overridable by ``ETL__``-prefixed env vars.
+
+A file is parsed once into frozen pydantic models. Any key can be overridden from the
+environment with ``ETL__`` and ``__`` for nesting, e.g.
+``ETL__PIPELINES__ORDERS__SOURCE__BOOTSTRAP_SERVERS=b-1.msk:9098``. Secrets are never read from
+YAML: the models name the environment variable or the Secrets Manager secret that holds them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from etl.exceptions import ConfigError
+
+ENV_PREFIX = "ETL__"
+_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuthMode(str, enum.Enum):
+    """How the Kafka client authenticates to the brokers."""
+
+    PLAINTEXT = "plaintext"
+    TLS = "tls"
+    SCRAM = "scram"
+    IAM = "iam"
+
+
+class KafkaAuth(_Model):
+    """Broker authentication; secrets are referenced, never inlined."""
+
+    mode: AuthMode = AuthMode.PLAINTEXT
+    # scram: the password comes from the env var `password_env`, else from the Secrets Manager
+    # secret `secret_id` (MSK's convention: JSON {"username": ..., "password": ...}).
+    username: str | None = None
+    password_env: str | None = None
+    secret_id: str | None = None
+    # scram over TLS (MSK) or over plain TCP (the local broker)
+    tls: bool = True
+    # iam: optional role to assume and/or named profile
+    role_arn: str | None = None
+    role_session_name: str | None = None
+    sts_region: str | None = None
+    profile: str | None = None
+    # tls: optional truststore / keystore for private CAs and mutual TLS
+    truststore_location: str | None = None
+    keystore_location: str | None = None
+    keystore_password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _check_mode_fields(self) -> KafkaAuth:
+        if self.mode is AuthMode.SCRAM and not (self.password_env or self.secret_id):
+            raise ValueError("scram needs `password_env` or `secret_id` (found neither)")
+        if self.mode is AuthMode.SCRAM and self.password_env and not self.username:
+            raise ValueError("scram with `password_env` needs `username`")
+        return self
+
+
+class SourceSettings(_Model):
+    """The Kafka source of one pipeline (Spark's Kafka source options, typed)."""
+
+    bootstrap_servers: str
+    topics: list[str] | None = None
+    topic_pattern: str | None = None
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    min_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    max_trigger_delay: str | None = None
+    min_partitions: int | None = Field(default=None, gt=0)
+    fail_on_data_loss: bool = True
+    auth: KafkaAuth = KafkaAuth()
+    # extra options passed through as-is (e.g. "kafka.request.timeout.ms")
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_subscription(self) -> SourceSettings:
+        if bool(self.topics) == bool(self.topic_pattern):
+            raise ValueError("exactly one of `topics` or `topic_pattern` must be set")
+        return self
+
+
+class WireFormat(str, enum.Enum):
+    """How producers framed the Avro bodies in Kafka record values."""
+
+    GLUE = "glue"
+    CONFLUENT = "confluent"
+    PLAIN_AVRO = "plain_avro"
+
+
+class DecodeSettings(_Model):
+    """How record values are framed and which Avro schema the table follows."""
+
+    wire_format: WireFormat = WireFormat.GLUE
+    # the reader schema (the table's schema): an .avsc file, or a registry schema name whose
+    # latest version is used. For plain_avro (no header) it is also the writer schema.
+    schema_file: Path | None = None
+    schema_name: str | None = None
+    # confluent ids resolved from files, since the product ships no Confluent registry client
+    confluent_schemas: dict[int, Path] = Field(default_factory=dict)
+    max_value_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _one_reader_schema(self) -> DecodeSettings:
+        if bool(self.schema_file) == bool(self.schema_name):
+            raise ValueError("exactly one of `schema_file` or `schema_name` must be set")
+        if self.wire_format is WireFormat.PLAIN_AVRO and not self.schema_file:
+            raise ValueError("wire_format plain_avro needs `schema_file`")
+        return self
+
+
+class TableFormat(str, enum.Enum):
+    """Table formats a sink can write."""
+
+    ICEBERG = "iceberg"
+    HUDI = "hudi"
+    DELTA = "delta"
+
+
+class SinkSettings(_Model):
+    """The target table of one pipeline."""
+
+    format: TableFormat = TableFormat.ICEBERG
+    table: str
+    partition_by: list[str] = Field(default_factory=list)
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if len(value.split(".")) != 3:
+            raise ValueError(f"expected `catalog.namespace.table`, found {value!r}")
+        return value
+
+
+class DeadLetterSettings(_Model):
+    """Where records that cannot be framed, resolved or decoded are kept."""
+
+    table: str
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        return SinkSettings._qualified(value)
+
+
+class TriggerSettings(_Model):
+    """When micro-batches run."""
+
+    mode: Literal["available_now", "processing_time"] = "processing_time"
+    interval: str = "30 seconds"
+
+
+class PipelineSettings(_Model):
+    """One Kafka topic set -> one table, with its own checkpoint."""
+
+    source: SourceSettings
+    decode: DecodeSettings
+    sink: SinkSettings
+    dead_letter: DeadLetterSettings
+    checkpoint: str
+    trigger: TriggerSettings = TriggerSettings()
+
+
+class SparkSettings(_Model):
+    """Spark session settings; the platform's own (EMR, Glue) win where it sets them."""
+
+    app_name: str = "streaming-etl"
+    master: str | None = None
+    # local runs put the Maven-resolved jars on spark.jars; on EMR/Glue leave it null
+    jars_dir: Path | None = None
+    shuffle_partitions: int = Field(default=8, gt=0)
+    ui_enabled: bool = True
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class CatalogType(str, enum.Enum):
+    """Iceberg catalog implementations the session can be wired to."""
+
+    JDBC = "jdbc"
+    HADOOP = "hadoop"
+    GLUE = "glue"
+
+
+class CatalogSettings(_Model):
+    """The Iceberg catalog that holds the pipelines' tables."""
+
+    name: str = "local"
+    type: CatalogType = CatalogType.JDBC
+    uri: str | None = None
+    warehouse: str
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _jdbc_needs_uri(self) -> CatalogSettings:
+        if self.type is CatalogType.JDBC and not self.uri:
+            raise ValueError("catalog type jdbc needs `uri`")
+        return self
+
+
+class AwsSettings(_Model):
+    """AWS client settings shared by the registry, Secrets Manager and S3 clients."""
+
+    region: str = "us-east-1"
+    # set only for a local API server (moto); null means the real AWS endpoints
+    endpoint_url: str | None = None
+    profile: str | None = None
+
+
+class RegistrySettings(_Model):
+    """The AWS Glue Schema Registry."""
+
+    registry_name: str = "default-registry"
+    max_attempts: int = Field(default=5, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything a job needs, parsed once from YAML + ``ETL__`` env overrides."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+
+    spark: SparkSettings = SparkSettings()
+    catalog: CatalogSettings
+    aws: AwsSettings = AwsSettings()
+    registry: RegistrySettings = RegistrySettings()
+    pipelines: Annotated[dict[str, PipelineSettings], Field(min_length=1)]
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipeline_names(cls, value: dict[str, PipelineSettings]) -> dict[str, PipelineSettings]:
+        for name in value:
+            if not _PIPELINE_NAME.match(name):
+                raise ValueError(f"pipeline names are lower_snake_case, found {name!r}")
+        return value
+
+    def pipeline(self, name: str) -> PipelineSettings:
+        """Returns the named pipeline or raises ConfigError listing the known ones."""
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pipelines))
+            raise ConfigError(f"pipelines.{name}: no such pipeline (known: {known})") from None
+
+
+def load_settings(path: str | Path, *, env: dict[str, str] | None = None) -> Settings:
+    """Parses a YAML config file, applying ``ETL__`` env overrides.
+
+    Args:
+        path: The YAML file, e.g. ``conf/local.yaml``.
+        env: Overrides to use instead of ``os.environ`` (for tests).
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: The file is missing or not YAML, or a key is invalid; the message names
+            every offending key as a dotted path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file: expected an existing YAML file, found nothing at {path}")
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
+            if env is not None:
+                return (_MappingEnvSource(settings_cls, env), yaml_source)
+            return (env_settings, yaml_source)
+
+    try:
+        parsed = _FromFile()
+    except ValidationError as err:
+        raise ConfigError(_describe(err, path)) from err
+    except Exception as err:  # yaml.YAMLError and friends: name the file, keep the cause
+        raise ConfigError(f"config file {path}: cannot be parsed: {err}") from err
+    return parsed
+
+
+class _MappingEnvSource(PydanticBaseSettingsSource):
+    """An env source reading a given mapping, so tests need not touch os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        from pydantic_settings import EnvSettingsSource
+
+        self._inner = EnvSettingsSource(
+            settings_cls,
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+            case_sensitive=False,
+        )
+        self._inner.env_vars = {k.lower(): v for k, v in env.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return self._inner()
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    """Renders pydantic errors as 'dotted.key: message' lines."""
+    lines = [f"config file {path} is invalid:"]
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,200 @@
+"""Schema resolution: AWS Glue Schema Registry (boto3) and schemas kept as files.
+
+Schema versions are immutable, so every resolved version is cached for the life of the
+process. Transient failures (throttling, 5xx, connection errors, timeouts) are retried by
+botocore's own ``standard`` retry mode with exponential backoff; when the attempts run out the
+caller gets ``RegistryUnavailableError`` and the micro-batch is not committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from etl.config import AwsSettings, DecodeSettings, RegistrySettings, WireFormat
+from etl.exceptions import (
+    RegistryUnavailableError,
+    SchemaError,
+    SchemaNotFoundError,
+    SchemaRegistryError,
+)
+from transforms.framing import PLAIN_AVRO_SCHEMA_ID
+
+if TYPE_CHECKING:
+    from mypy_boto3_glue import GlueClient
+
+log = logging.getLogger(__name__)
+
+# errors that mean "the registry is there but will not tell us", as opposed to not found
+_NOT_FOUND = {"EntityNotFoundException"}
+
+
+class SchemaResolver(Protocol):
+    """Maps schema ids found in frames to writer schema JSON."""
+
+    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
+        """Returns id -> writer schema for the ids it knows; unknown ids are left out."""
+        ...
+
+
+class GlueSchemaRegistry:
+    """Reads schema versions from the AWS Glue Schema Registry, cached by version id."""
+
+    def __init__(self, client: GlueClient, *, registry_name: str) -> None:
+        """Wraps a boto3 Glue client.
+
+        Args:
+            client: A boto3 ``glue`` client (see ``glue_client``).
+            registry_name: Registry used for schema-name lookups.
+        """
+        self._client = client
+        self._registry_name = registry_name
+        self._cache: dict[str, str] = {}
+        self._missing: set[str] = set()
+        self.calls = 0
+
+    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
+        """Returns version id -> writer schema JSON; ids the registry does not know are omitted.
+
+        Raises:
+            RegistryUnavailableError: The registry stayed unreachable through every retry.
+            SchemaRegistryError: The registry refused (e.g. access denied).
+        """
+        found: dict[str, str] = {}
+        for schema_id in sorted(set(schema_ids)):
+            try:
+                found[schema_id] = self.schema_version(schema_id)
+            except SchemaNotFoundError:
+                log.warning("schema version %s is not in the registry", schema_id)
+        return found
+
+    def schema_version(self, version_id: str) -> str:
+        """Returns the Avro definition of one schema version.
+
+        Raises:
+            SchemaNotFoundError: No such version.
+            RegistryUnavailableError: The registry stayed unreachable through every retry.
+            SchemaRegistryError: Any other refusal, or a non-Avro schema.
+        """
+        if version_id in self._cache:
+            return self._cache[version_id]
+        response = self._call(
+            f"schema version {version_id}",
+            self._client.get_schema_version,
+            SchemaVersionId=version_id,
+        )
+        definition = self._avro_definition(response, f"schema version {version_id}")
+        self._cache[version_id] = definition
+        return definition
+
+    def latest(self, schema_name: str) -> tuple[str, str]:
+        """Returns (version id, definition) of a schema's latest version (never cached)."""
+        response = self._call(
+            f"latest version of schema {schema_name!r}",
+            self._client.get_schema_version,
+            SchemaId={"RegistryName": self._registry_name, "SchemaName": schema_name},
+            SchemaVersionNumber={"LatestVersion": True},
+        )
+        definition = self._avro_definition(response, f"schema {schema_name!r}")
+        version_id = str(response["SchemaVersionId"])
+        self._cache[version_id] = definition
+        return version_id, definition
+
+    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        """Calls the registry, turning botocore errors into domain errors."""
+        self.calls += 1
+        try:
+            return method(**kwargs)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in _NOT_FOUND:
+                raise SchemaNotFoundError(f"{what}: not found in the registry") from err
+            if code in {"ThrottlingException", "InternalServiceException", "ServiceUnavailable"}:
+                raise RegistryUnavailableError(
+                    f"{what}: registry still answering {code} after retries"
+                ) from err
+            raise SchemaRegistryError(f"{what}: registry refused with {code}") from err
+        except BotoCoreError as err:
+            raise RegistryUnavailableError(
+                f"{what}: schema registry unreachable after retries ({type(err).__name__})"
+            ) from err
+
+    @staticmethod
+    def _avro_definition(response: Any, what: str) -> str:
+        """Checks the data format is Avro and returns the definition."""
+        data_format = response.get("DataFormat")
+        if data_format and data_format != "AVRO":
+            raise SchemaRegistryError(f"{what}: expected data format AVRO, found {data_format}")
+        return str(response["SchemaDefinition"])
+
+
+class FileSchemas:
+    """Resolves a fixed id -> .avsc mapping (plain Avro, or Confluent ids mapped in config)."""
+
+    def __init__(self, schemas: dict[str, str]) -> None:
+        """Holds id -> schema JSON."""
+        self._schemas = dict(schemas)
+
+    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
+        """Returns the known ids among ``schema_ids``."""
+        return {i: self._schemas[i] for i in set(schema_ids) if i in self._schemas}
+
+
+def read_avsc(path: str | Path) -> str:
+    """Reads and checks an .avsc file, returning its JSON text (compact)."""
+    try:
+        return json.dumps(json.loads(Path(path).read_text()))
+    except FileNotFoundError as err:
+        raise SchemaError(f"schema file: expected an .avsc at {path}, found nothing") from err
+    except json.JSONDecodeError as err:
+        raise SchemaError(f"schema file {path}: expected JSON, found an error: {err}") from err
+
+
+def glue_client(aws: AwsSettings, registry: RegistrySettings) -> GlueClient:
+    """Builds a boto3 Glue client with bounded, backed-off retries."""
+    session = boto3.Session(profile_name=aws.profile) if aws.profile else boto3.Session()
+    config = Config(
+        region_name=aws.region,
+        retries={"mode": "standard", "max_attempts": registry.max_attempts},
+        connect_timeout=registry.connect_timeout_s,
+        read_timeout=registry.read_timeout_s,
+    )
+    return session.client("glue", endpoint_url=aws.endpoint_url, config=config)
+
+
+def build_resolver(
+    decode: DecodeSettings, aws: AwsSettings, registry: RegistrySettings
+) -> tuple[SchemaResolver, str]:
+    """Returns the pipeline's resolver and its reader schema (the table's Avro schema).
+
+    Args:
+        decode: The pipeline's decode settings.
+        aws: AWS client settings (endpoint override for a local registry).
+        registry: Registry name and retry limits.
+
+    Returns:
+        (resolver, reader schema JSON).
+    """
+    if decode.wire_format is WireFormat.PLAIN_AVRO:
+        assert decode.schema_file is not None  # enforced by DecodeSettings
+        schema = read_avsc(decode.schema_file)
+        return FileSchemas({PLAIN_AVRO_SCHEMA_ID: schema}), schema
+    if decode.wire_format is WireFormat.CONFLUENT:
+        mapped = {str(k): read_avsc(v) for k, v in decode.confluent_schemas.items()}
+        reader = read_avsc(decode.schema_file) if decode.schema_file else ""
+        if not reader:
+            raise SchemaError("confluent pipelines need decode.schema_file as the reader schema")
+        return FileSchemas(mapped), reader
+    glue = GlueSchemaRegistry(glue_client(aws, registry), registry_name=registry.registry_name)
+    if decode.schema_file is not None:
+        return glue, read_avsc(decode.schema_file)
+    assert decode.schema_name is not None
+    _, reader = glue.latest(decode.schema_name)
+    return glue, reader

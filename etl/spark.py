@@ -1,0 +1,116 @@
+"""The one place a SparkSession is built: jars, Iceberg catalog, and session defaults."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etl.config import CatalogSettings, CatalogType, Settings
+from etl.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+
+
+def local_uri(location: str) -> str:
+    """Turns a scheme-less (local, maybe relative) path into an absolute file URI."""
+    if "://" in location or location.startswith("file:"):
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """Computes every Spark conf the session needs, without starting anything.
+
+    Args:
+        settings: Parsed settings.
+
+    Returns:
+        Conf key -> value; explicit ``spark.conf`` entries from the settings win.
+
+    Raises:
+        ConfigError: ``spark.jars_dir`` is set but holds no jars (run ``make jars``).
+    """
+    conf: dict[str, str] = {
+        "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
+        "spark.sql.session.timeZone": "UTC",
+        # a streaming checkpoint is the source of truth for offsets; keep its logs bounded
+        "spark.sql.streaming.minBatchesToRetain": "20",
+    }
+    if settings.spark.jars_dir is not None:
+        jars = sorted(Path(settings.spark.jars_dir).glob("*.jar"))
+        if not jars:
+            raise ConfigError(
+                f"spark.jars_dir: expected the Maven-resolved jars in {settings.spark.jars_dir}, "
+                "found none (run `make jars`)"
+            )
+        # On the JVM's own classpath, not only spark.jars: JAAS and Kafka load the MSK IAM
+        # login module and callback handler by name through loaders that do not see spark.jars.
+        classpath = ":".join(str(jar.resolve()) for jar in jars)
+        conf["spark.driver.extraClassPath"] = classpath
+        conf["spark.executor.extraClassPath"] = classpath
+    conf.update(catalog_conf(settings.catalog, region=settings.aws.region))
+    conf.update(settings.spark.conf)
+    return conf
+
+
+def catalog_conf(catalog: CatalogSettings, *, region: str) -> dict[str, str]:
+    """Spark confs registering the Iceberg catalog under ``catalog.name``."""
+    prefix = f"spark.sql.catalog.{catalog.name}"
+    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog"}
+    if catalog.type is CatalogType.JDBC:
+        assert catalog.uri is not None  # enforced by CatalogSettings
+        conf[f"{prefix}.type"] = "jdbc"
+        conf[f"{prefix}.uri"] = _jdbc_uri(catalog.uri)
+        conf[f"{prefix}.warehouse"] = local_uri(catalog.warehouse)
+    elif catalog.type is CatalogType.HADOOP:
+        conf[f"{prefix}.type"] = "hadoop"
+        conf[f"{prefix}.warehouse"] = local_uri(catalog.warehouse)
+    else:
+        conf[f"{prefix}.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog"
+        conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        conf[f"{prefix}.warehouse"] = catalog.warehouse
+        conf[f"{prefix}.client.region"] = region
+    for key, value in catalog.properties.items():
+        conf[f"{prefix}.{key}"] = value
+    return conf
+
+
+def _jdbc_uri(uri: str) -> str:
+    """Makes a relative SQLite path absolute (and its folder exist) so every process agrees."""
+    sqlite = "jdbc:sqlite:"
+    if uri.startswith(sqlite) and not uri.startswith(sqlite + "/"):
+        path = Path(uri[len(sqlite) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return sqlite + str(path)
+    return uri
+
+
+def build_spark(settings: Settings) -> SparkSession:
+    """Builds (or returns the running) SparkSession configured for the settings.
+
+    Args:
+        settings: Parsed settings.
+
+    Returns:
+        The session. On EMR / Glue, confs the platform already set are kept unless the
+        settings name them explicitly.
+    """
+    from pyspark.sql import SparkSession
+
+    if settings.spark.master and settings.spark.master.startswith("local"):
+        # Python workers must run this interpreter (its venv has pyarrow, fastavro, this
+        # package); pyspark otherwise starts whatever `python3` is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    if settings.spark.master:
+        builder = builder.master(settings.spark.master)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,71 @@
+"""Test fixtures: one Spark session for the whole run, isolated from local config."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# before any JVM or Python worker starts: deterministic time zone, Spark's test mode
+os.environ["TZ"] = "UTC"
+time.tzset()
+os.environ["SPARK_TESTING"] = "1"
+for _key in [k for k in os.environ if k.upper().startswith("ETL__")]:
+    del os.environ[_key]  # a developer's shell overrides must not leak into tests
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh Iceberg warehouse (SQLite catalog + data) for the session."""
+    return tmp_path_factory.mktemp("warehouse")
+
+
+@pytest.fixture(scope="session")
+def spark(warehouse: Path) -> Iterator[object]:
+    """The one SparkSession: local[2], 2 shuffle partitions, UI off, Maven-resolved jars."""
+    from etl.config import Settings
+    from etl.spark import build_spark
+
+    settings = Settings.model_validate(
+        {
+            "spark": {
+                "app_name": "streaming-etl-tests",
+                "master": "local[2]",
+                "jars_dir": str(REPO / ".jars" / "spark"),
+                "shuffle_partitions": 2,
+                "ui_enabled": False,
+                "conf": {
+                    "spark.sql.streaming.stopTimeout": "30s",
+                    "spark.default.parallelism": "2",
+                    "spark.driver.memory": "2g",
+                },
+            },
+            "catalog": {
+                "name": "local",
+                "type": "jdbc",
+                "uri": f"jdbc:sqlite:{warehouse / 'catalog.db'}",
+                "warehouse": str(warehouse / "data"),
+            },
+            "pipelines": {"unused": _dummy_pipeline()},
+        }
+    )
+    session = build_spark(settings)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _dummy_pipeline() -> dict[str, object]:
+    """A minimal valid pipeline block (the session fixture needs none of it)."""
+    return {
+        "source": {"bootstrap_servers": "127.0.0.1:1", "topics": ["t"]},
+        "decode": {"schema_file": "schemas/orders.avsc"},
+        "sink": {"table": "local.db.t"},
+        "dead_letter": {"table": "local.db.t_dlq"},
+        "checkpoint": "/tmp/unused",
+    }

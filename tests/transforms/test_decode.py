@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+import zlib
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from etl.wire import avro_body, encode_glue
+from tests.conftest import REPO
+from transforms.decode import decode_avro, inflate_zlib, with_decoded_marker
+from transforms.framing import parse_frame
+
+ORDERS = (REPO / "schemas" / "orders.avsc").read_text()
+V1 = "11111111-1111-1111-1111-111111111111"
+V2 = "22222222-2222-2222-2222-222222222222"
+UNKNOWN = "99999999-9999-9999-9999-999999999999"
+
+ADDRESS = StructType(
+    [
+        StructField("street", StringType()),
+        StructField("city", StringType()),
+        StructField("postcode", StringType()),
+        StructField("country", StringType()),
+    ]
+)
+ORDER = StructType(
+    [
+        StructField("order_id", StringType()),
+        StructField("customer_id", LongType()),
+        StructField("customer_email", StringType()),
+        StructField("status", StringType()),
+        StructField("quantity", IntegerType()),
+        StructField("unit_price", DoubleType()),
+        StructField("amount", DecimalType(12, 2)),
+        StructField("currency", StringType()),
+        StructField("order_ts", TimestampType()),
+        StructField("updated_ts", TimestampType()),
+        StructField("order_date", DateType()),
+        StructField("tags", ArrayType(StringType())),
+        StructField("attributes", MapType(StringType(), StringType())),
+        StructField("shipping_address", ADDRESS),
+        StructField("discount", FloatType()),
+        StructField("is_gift", BooleanType()),
+    ]
+)
+DECODED = StructType(
+    [
+        StructField("_error_class", StringType()),
+        StructField("_error_message", StringType()),
+        StructField("_record", ORDER),
+    ]
+)
+
+FULL = {
+    "order_id": "o-1",
+    "customer_id": 2**40,
+    "customer_email": "a@example.com",
+    "status": "SHIPPED",
+    "quantity": 3,
+    "unit_price": 9.99,
+    "amount": Decimal("29.97"),
+    "currency": "EUR",
+    "order_ts": dt.datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=dt.UTC),
+    "updated_ts": dt.datetime(2026, 3, 4, 5, 6, 7, 891234, tzinfo=dt.UTC),
+    "order_date": dt.date(2026, 3, 4),
+    "tags": ["gift", "express"],
+    "attributes": {"channel": "web", "coupon": "X1"},
+    "shipping_address": {"street": "1 Main St", "city": "Berlin", "postcode": None, "country": "DE"},
+    "discount": 0.25,
+    "is_gift": True,
+}
+SPARSE = {
+    **FULL,
+    "order_id": "o-2",
+    "customer_email": None,
+    "updated_ts": None,
+    "tags": [],
+    "attributes": {},
+    "shipping_address": None,
+    "discount": None,
+    "is_gift": False,
+}
+
+
+def _naive(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The row Spark returns for a record: timestamps as naive UTC, nested records as tuples."""
+    out = []
+    for field in ORDER.fieldNames():
+        value = record[field]
+        if isinstance(value, dt.datetime):
+            value = value.replace(tzinfo=None)
+        if isinstance(value, dict) and field == "shipping_address":
+            value = tuple(value[k] for k in ADDRESS.fieldNames())
+        out.append(value)
+    return tuple(out)
+
+
+def _framed(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
+    frame = spark.createDataFrame(
+        [(v,) for v in values], StructType([StructField("value", BinaryType())])
+    )
+    return frame.transform(parse_frame(wire_format="glue", max_value_bytes=4096))
+
+
+def _decoded(df: DataFrame, writers: dict[str, str], reader: str = ORDERS) -> DataFrame:
+    return (
+        df.transform(inflate_zlib(max_bytes=4096))
+        .transform(decode_avro(writer_schemas=writers, reader_schema=reader))
+        .select("_error_class", "_error_message", "_record")
+        # maps cannot be sorted by Spark: order on scalar columns instead of ignore_row_order
+        .orderBy(F.col("_error_message").asc_nulls_first(), F.to_json("_record"))
+    )
+
+
+def test_decode_avro_every_type_plain_and_zlib(spark: SparkSession) -> None:
+    parsed = fastavro.parse_schema(json.loads(ORDERS))
+    values = [
+        encode_glue(avro_body(parsed, FULL), V1),
+        encode_glue(avro_body(parsed, SPARSE), V1, compress=True),
+    ]
+    actual = _decoded(_framed(spark, values), {V1: ORDERS})
+    expected = spark.createDataFrame(
+        [(None, None, _naive(FULL)), (None, None, _naive(SPARSE))], DECODED
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_decode_avro_failures_get_their_error_class(spark: SparkSession) -> None:
+    parsed = fastavro.parse_schema(json.loads(ORDERS))
+    body = avro_body(parsed, FULL)
+    values = [
+        encode_glue(body, UNKNOWN),
+        encode_glue(body[:7], V1),  # truncated body
+        encode_glue(b"\x07" * 40, V1),  # corrupt body: string length runs past the end
+        bytes([0x03, 0x05]) + uuid.UUID(V1).bytes + b"not zlib",
+        bytes([0x03, 0x05]) + uuid.UUID(V1).bytes + zlib.compress(body)[:-6],  # cut stream
+        bytes([0x03, 0x05]) + uuid.UUID(V1).bytes + zlib.compress(b"\x00" * 5000),  # bomb
+        encode_glue(body, V1),
+    ]
+    actual = _decoded(_framed(spark, values), {V1: ORDERS})
+    bad_body = f"Avro body does not decode with writer schema version {V1}"
+    expected = spark.createDataFrame(
+        [
+            (None, None, _naive(FULL)),
+            ("DECODE_ERROR", bad_body, None),
+            ("DECODE_ERROR", bad_body, None),
+            ("UNKNOWN_SCHEMA", f"schema version {UNKNOWN} is not in the registry", None),
+            ("VALUE_TOO_LARGE", "zlib body inflates past the limit of 4096 bytes", None),
+            (
+                "DECOMPRESS_ERROR",
+                "zlib stream does not inflate: Error -3 while decompressing data: "
+                "incorrect header check",
+                None,
+            ),
+            ("DECOMPRESS_ERROR", "zlib stream is truncated", None),
+        ],
+        DECODED,
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_decode_avro_resolves_each_version_onto_the_reader_schema(spark: SparkSession) -> None:
+    v1 = {
+        "type": "record",
+        "name": "Ev",
+        "fields": [{"name": "id", "type": "long"}, {"name": "score", "type": "int"}],
+    }
+    v2 = {
+        "type": "record",
+        "name": "Ev",
+        "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "score", "type": "long"},
+            {"name": "note", "type": ["null", "string"], "default": None},
+        ],
+    }
+    body1 = avro_body(fastavro.parse_schema(v1), {"id": 1, "score": 7})
+    body2 = avro_body(fastavro.parse_schema(v2), {"id": 2, "score": 2**40, "note": "hi"})
+    frames = _framed(spark, [encode_glue(body1, V1), encode_glue(body2, V2)])
+    actual = _decoded(frames, {V1: json.dumps(v1), V2: json.dumps(v2)}, reader=json.dumps(v2))
+    record = StructType(
+        [
+            StructField("id", LongType()),
+            StructField("score", LongType()),
+            StructField("note", StringType()),
+        ]
+    )
+    expected = spark.createDataFrame(
+        [(None, None, (1, 7, None)), (None, None, (2, 2**40, "hi"))],
+        StructType([*DECODED.fields[:2], StructField("_record", record)]),
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_decode_avro_all_null_record_is_not_a_decode_error(spark: SparkSession) -> None:
+    optional = {
+        "type": "record",
+        "name": "Opt",
+        "fields": [{"name": "a", "type": ["null", "string"], "default": None}],
+    }
+    body = avro_body(fastavro.parse_schema(optional), {"a": None})
+    schema = json.dumps(optional)
+    actual = _decoded(_framed(spark, [encode_glue(body, V1)]), {V1: schema}, reader=schema)
+    expected = spark.createDataFrame(
+        [(None, None, (None,))],
+        StructType([*DECODED.fields[:2], StructField("_record", StructType([StructField("a", StringType())]))]),
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_with_decoded_marker_requires_a_record() -> None:
+    with pytest.raises(ValueError, match="expected an Avro record, found type 'string'"):
+        with_decoded_marker('{"type": "string"}')

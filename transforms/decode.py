@@ -1,0 +1,188 @@
+"""Decode framed Avro bodies with Spark's native ``from_avro``, one writer schema per version.
+
+The reader schema (the table's) is passed in ``from_avro``'s ``avroSchema`` option and the
+writer schema of each version as its second argument, so Avro schema resolution maps every
+version onto the table's shape. All versions present in a batch go into one ``CASE`` on the
+schema id: one projection, no union, no extra scan.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.avro.functions import from_avro
+
+from transforms.errors import ErrorClass
+
+# Appended to the reader schema with a default of true: the writer never has it, so schema
+# resolution fills it in on success, while PERMISSIVE mode nulls every field on failure. This
+# tells a failed decode apart from a record whose fields are all legitimately null.
+DECODED_MARKER = "_etl_decoded"
+RECORD_COL = "_record"
+
+
+def with_decoded_marker(reader_schema: str) -> str:
+    """Returns the reader schema (JSON) with the success-marker field appended."""
+    schema = json.loads(reader_schema)
+    if schema.get("type") != "record":
+        raise ValueError(f"reader schema: expected an Avro record, found type {schema.get('type')!r}")
+    fields = [f for f in schema["fields"] if f["name"] != DECODED_MARKER]
+    fields.append({"name": DECODED_MARKER, "type": "boolean", "default": True})
+    return json.dumps({**schema, "fields": fields})
+
+
+def decode_avro(
+    *,
+    writer_schemas: Mapping[str, str],
+    reader_schema: str,
+    payload_col: str = "_payload",
+    schema_id_col: str = "_schema_id",
+) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform decoding ``payload_col`` into a struct column ``_record``.
+
+    Rows whose frame already failed keep their error. Rows whose schema id is not in
+    ``writer_schemas`` get ``UNKNOWN_SCHEMA``; bodies that do not decode get ``DECODE_ERROR``;
+    ``_record`` is null for every failed row.
+
+    Args:
+        writer_schemas: Schema id -> writer schema JSON, for the ids the registry resolved.
+        reader_schema: The table's Avro schema JSON (all versions are resolved onto it).
+        payload_col: Binary column with the uncompressed Avro body.
+        schema_id_col: String column with the schema id.
+
+    Returns:
+        A function for ``df.transform(...)``.
+    """
+    reader = with_decoded_marker(reader_schema)
+    options = {"avroSchema": reader, "mode": "PERMISSIVE"}
+    payload = F.col(payload_col)
+    schema_id = F.col(schema_id_col)
+
+    def _transform(df: DataFrame) -> DataFrame:
+        # the fallback branch gives the CASE its struct type when no version matches
+        decoded: Column = from_avro(F.lit(None).cast("binary"), reader, options)
+        for version_id, writer in sorted(writer_schemas.items(), reverse=True):
+            decoded = F.when(schema_id == version_id, from_avro(payload, writer, options)).otherwise(
+                decoded
+            )
+        framed_ok = F.col("_error_class").isNull()
+        unknown = framed_ok & F.col(RECORD_COL).isNull()
+        corrupt = framed_ok & F.col(RECORD_COL).isNotNull() & F.col(
+            f"{RECORD_COL}.{DECODED_MARKER}"
+        ).isNull()
+        return (
+            df.withColumn(RECORD_COL, F.when(framed_ok & payload.isNotNull(), decoded))
+            .withColumn(
+                "_error_message",
+                F.when(
+                    unknown,
+                    F.concat(F.lit("schema version "), schema_id, F.lit(" is not in the registry")),
+                )
+                .when(
+                    corrupt,
+                    F.concat(
+                        F.lit("Avro body does not decode with writer schema version "), schema_id
+                    ),
+                )
+                .otherwise(F.col("_error_message")),
+            )
+            .withColumn(
+                "_error_class",
+                F.when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
+                .when(corrupt, F.lit(ErrorClass.DECODE_ERROR.value))
+                .otherwise(F.col("_error_class")),
+            )
+            .withColumn(
+                RECORD_COL,
+                F.when(F.col("_error_class").isNull(), F.col(RECORD_COL).dropFields(DECODED_MARKER)),
+            )
+        )
+
+    return _transform
+
+
+def inflate_zlib(
+    *, max_bytes: int, payload_col: str = "_payload", compression_col: str = "_compression"
+) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform that inflates zlib-compressed payloads in Arrow batches.
+
+    Only rows marked ``zlib`` travel to Python; the rest stay in the JVM. A stream that does
+    not inflate gets ``DECOMPRESS_ERROR``; one that inflates past ``max_bytes`` (a zip bomb or
+    an oversized record) gets ``VALUE_TOO_LARGE``.
+
+    Args:
+        max_bytes: Largest inflated body accepted.
+        payload_col: Binary column with the compressed body.
+        compression_col: String column, ``zlib`` for compressed rows.
+
+    Returns:
+        A function for ``df.transform(...)``; afterwards ``compression_col`` reads ``none``
+        for every row with a good payload.
+    """
+
+    def _transform(df: DataFrame) -> DataFrame:
+        is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
+        names = df.columns
+        inflated = df.where(is_zlib).mapInArrow(
+            _inflater(names, payload_col, compression_col, max_bytes), df.schema
+        )
+        return df.where(~is_zlib).unionByName(inflated)
+
+    return _transform
+
+
+def _inflater(
+    names: list[str], payload_col: str, compression_col: str, max_bytes: int
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Builds the mapInArrow function (a closure, so only plain values are pickled)."""
+    payload_at = names.index(payload_col)
+    compression_at = names.index(compression_col)
+    error_at = names.index("_error_class")
+    message_at = names.index("_error_message")
+
+    def _inflate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            bodies: list[bytes | None] = []
+            errors: list[str | None] = batch.column(error_at).to_pylist()
+            messages: list[str | None] = batch.column(message_at).to_pylist()
+            for row, compressed in enumerate(batch.column(payload_at).to_pylist()):
+                body, error, message = _inflate_one(compressed, max_bytes)
+                bodies.append(body)
+                if error is not None:
+                    errors[row], messages[row] = error, message
+            columns: list[Any] = list(batch.columns)
+            columns[payload_at] = pa.array(bodies, type=pa.binary())
+            columns[compression_at] = pa.array(
+                ["none" if body is not None else None for body in bodies], type=pa.string()
+            )
+            columns[error_at] = pa.array(errors, type=pa.string())
+            columns[message_at] = pa.array(messages, type=pa.string())
+            yield pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+    return _inflate
+
+
+def _inflate_one(compressed: bytes | None, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+    """Inflates one body: (body, None, None) or (None, error class, message)."""
+    if compressed is None:
+        return None, None, None
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(compressed, max_bytes)
+    except zlib.error as err:
+        return None, ErrorClass.DECOMPRESS_ERROR.value, f"zlib stream does not inflate: {err}"
+    if inflater.unconsumed_tail:
+        return (
+            None,
+            ErrorClass.VALUE_TOO_LARGE.value,
+            f"zlib body inflates past the limit of {max_bytes} bytes",
+        )
+    if not inflater.eof:
+        return None, ErrorClass.DECOMPRESS_ERROR.value, "zlib stream is truncated"
+    return body, None, None

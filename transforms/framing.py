@@ -1,0 +1,179 @@
+"""Parse Glue / Confluent wire frames with column expressions (no per-row Python).
+
+``parse_frame`` adds these columns to a DataFrame of Kafka records:
+
+- ``_schema_id`` (string): Glue schema version UUID, Confluent id, or the fixed id of a
+  plain-Avro pipeline; null when the frame is bad.
+- ``_compression`` (string): ``none`` or ``zlib``; null when the frame is bad.
+- ``_payload`` (binary): the Avro body (still compressed for ``zlib``); null when bad.
+- ``_error_class`` / ``_error_message`` (string): why the frame is bad; null when good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from etl.wire import (
+    CONFLUENT_HEADER_LENGTH,
+    CONFLUENT_MAGIC,
+    GLUE_COMPRESSION_NONE,
+    GLUE_COMPRESSION_ZLIB,
+    GLUE_HEADER_LENGTH,
+    GLUE_HEADER_VERSION,
+)
+from transforms.errors import ErrorClass
+
+PLAIN_AVRO_SCHEMA_ID = "plain"
+FRAME_COLUMNS = ("_schema_id", "_compression", "_payload", "_error_class", "_error_message")
+
+_Checks = list[tuple[Column, ErrorClass, Column]]
+
+
+def parse_frame(
+    *, wire_format: str, max_value_bytes: int, value_col: str = "value"
+) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform that parses each record value's wire frame.
+
+    Args:
+        wire_format: ``glue``, ``confluent`` or ``plain_avro`` (no header).
+        max_value_bytes: Larger values are rejected as ``VALUE_TOO_LARGE``.
+        value_col: The binary column holding the Kafka record value.
+
+    Returns:
+        A function for ``df.transform(...)`` adding the frame columns listed in the module doc.
+
+    Raises:
+        ValueError: ``wire_format`` is not one of the three.
+    """
+    if wire_format not in ("glue", "confluent", "plain_avro"):
+        raise ValueError(f"wire_format: expected glue, confluent or plain_avro, found {wire_format!r}")
+
+    def _transform(df: DataFrame) -> DataFrame:
+        value = F.col(value_col)
+        size = F.length(value)
+        checks: _Checks = [
+            (value.isNull(), ErrorClass.NULL_VALUE, F.lit("record value is null (tombstone)")),
+            (
+                size > max_value_bytes,
+                ErrorClass.VALUE_TOO_LARGE,
+                F.format_string(f"value is %d bytes, over the limit of {max_value_bytes}", size),
+            ),
+        ]
+        if wire_format == "glue":
+            checks += _glue_checks(value, size)
+            schema_id = _uuid_string(value.substr(F.lit(3), F.lit(16)))
+            compression = (
+                F.when(_byte(value, 2) == GLUE_COMPRESSION_ZLIB, F.lit("zlib"))
+                .otherwise(F.lit("none"))
+            )
+            payload = value.substr(F.lit(GLUE_HEADER_LENGTH + 1), size - GLUE_HEADER_LENGTH)
+        elif wire_format == "confluent":
+            checks += _confluent_checks(value, size)
+            schema_id = F.conv(F.hex(value.substr(F.lit(2), F.lit(4))), 16, 10)
+            compression = F.lit("none")
+            payload = value.substr(
+                F.lit(CONFLUENT_HEADER_LENGTH + 1), size - CONFLUENT_HEADER_LENGTH
+            )
+        else:
+            schema_id = F.lit(PLAIN_AVRO_SCHEMA_ID)
+            compression = F.lit("none")
+            payload = value
+
+        error_class: Column = F.lit(None).cast("string")
+        error_message: Column = F.lit(None).cast("string")
+        # first matching check wins: build the CASE from the last check backwards
+        for condition, error, message in reversed(checks):
+            error_class = F.when(condition, F.lit(error.value)).otherwise(error_class)
+            error_message = F.when(condition, message).otherwise(error_message)
+        good = F.col("_error_class").isNull()
+        return (
+            df.withColumn("_error_class", error_class)
+            .withColumn("_error_message", error_message)
+            .withColumn("_schema_id", F.when(good, schema_id))
+            .withColumn("_compression", F.when(good, compression))
+            .withColumn("_payload", F.when(good, payload))
+        )
+
+    return _transform
+
+
+def _byte(value: Column, position: int) -> Column:
+    """The unsigned value of the byte at 1-based ``position`` (null past the end)."""
+    return F.conv(F.hex(value.substr(F.lit(position), F.lit(1))), 16, 10).cast("int")
+
+
+def _hex_byte(value: Column, position: int) -> Column:
+    """The byte at 1-based ``position`` as two lower-case hex digits, for messages."""
+    return F.lower(F.hex(value.substr(F.lit(position), F.lit(1))))
+
+
+def _glue_checks(value: Column, size: Column) -> _Checks:
+    """Header version, then length, then compression byte — the order a reader hits them."""
+    return [
+        (size == 0, ErrorClass.FRAME_TOO_SHORT, F.lit("value is empty, expected a Glue frame")),
+        (
+            _byte(value, 1) != GLUE_HEADER_VERSION,
+            ErrorClass.UNKNOWN_HEADER_VERSION,
+            F.concat(
+                F.lit(f"expected Glue header version byte 0x{GLUE_HEADER_VERSION:02x}, found 0x"),
+                _hex_byte(value, 1),
+            ),
+        ),
+        (
+            size < GLUE_HEADER_LENGTH,
+            ErrorClass.FRAME_TOO_SHORT,
+            F.format_string(
+                f"expected a Glue header of {GLUE_HEADER_LENGTH} bytes, value has %d", size
+            ),
+        ),
+        (
+            ~_byte(value, 2).isin(GLUE_COMPRESSION_NONE, GLUE_COMPRESSION_ZLIB),
+            ErrorClass.UNKNOWN_COMPRESSION,
+            F.concat(
+                F.lit(
+                    f"expected compression byte 0x{GLUE_COMPRESSION_NONE:02x} (none) or "
+                    f"0x{GLUE_COMPRESSION_ZLIB:02x} (zlib), found 0x"
+                ),
+                _hex_byte(value, 2),
+            ),
+        ),
+    ]
+
+
+def _confluent_checks(value: Column, size: Column) -> _Checks:
+    """Magic byte, then length."""
+    return [
+        (size == 0, ErrorClass.FRAME_TOO_SHORT, F.lit("value is empty, expected a Confluent frame")),
+        (
+            _byte(value, 1) != CONFLUENT_MAGIC,
+            ErrorClass.UNKNOWN_HEADER_VERSION,
+            F.concat(
+                F.lit(f"expected Confluent magic byte 0x{CONFLUENT_MAGIC:02x}, found 0x"),
+                _hex_byte(value, 1),
+            ),
+        ),
+        (
+            size < CONFLUENT_HEADER_LENGTH,
+            ErrorClass.FRAME_TOO_SHORT,
+            F.format_string(
+                f"expected a Confluent header of {CONFLUENT_HEADER_LENGTH} bytes, value has %d",
+                size,
+            ),
+        ),
+    ]
+
+
+def _uuid_string(raw16: Column) -> Column:
+    """Formats 16 big-endian bytes as the canonical lower-case UUID string."""
+    digits = F.lower(F.hex(raw16))
+    return F.concat_ws(
+        "-",
+        digits.substr(1, 8),
+        digits.substr(9, 4),
+        digits.substr(13, 4),
+        digits.substr(17, 4),
+        digits.substr(21, 12),
+    )

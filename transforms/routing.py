@@ -1,0 +1,97 @@
+"""Split decoded Kafka records into table rows and dead-letter rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from transforms.decode import RECORD_COL
+
+# Kafka provenance kept on every table row (underscored so they never clash with payload fields)
+METADATA_COLUMNS = (
+    "_kafka_key",
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+    "_schema_version_id",
+)
+
+DEAD_LETTER_SCHEMA = StructType(
+    [
+        StructField("pipeline", StringType()),
+        StructField("batch_id", LongType()),
+        StructField("ingested_at", TimestampType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("kafka_timestamp", TimestampType()),
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("schema_version_id", StringType()),
+        StructField("error_class", StringType()),
+        StructField("error_message", StringType()),
+    ]
+)
+
+
+def table_rows() -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform keeping decoded rows: record fields first, then Kafka metadata."""
+
+    def _transform(df: DataFrame) -> DataFrame:
+        return df.where(F.col("_error_class").isNull()).select(
+            f"{RECORD_COL}.*",
+            F.col("key").alias("_kafka_key"),
+            F.col("topic").alias("_kafka_topic"),
+            F.col("partition").alias("_kafka_partition"),
+            F.col("offset").alias("_kafka_offset"),
+            F.col("timestamp").alias("_kafka_timestamp"),
+            F.col("_schema_id").alias("_schema_version_id"),
+        )
+
+    return _transform
+
+
+def dead_letter_rows(
+    *, pipeline: str, batch_id: int, ingested_at: dt.datetime
+) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform keeping failed rows in the dead-letter shape.
+
+    Args:
+        pipeline: The pipeline name, stored on every row.
+        batch_id: The micro-batch id, stored on every row.
+        ingested_at: When the batch ran (passed in: transforms read no clock).
+
+    Returns:
+        A function for ``df.transform(...)`` yielding ``DEAD_LETTER_SCHEMA`` columns.
+    """
+
+    def _transform(df: DataFrame) -> DataFrame:
+        return df.where(F.col("_error_class").isNotNull()).select(
+            F.lit(pipeline).alias("pipeline"),
+            F.lit(batch_id).cast("long").alias("batch_id"),
+            F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+            F.col("topic"),
+            F.col("partition").cast("int").alias("partition"),
+            F.col("offset").cast("long").alias("offset"),
+            F.col("timestamp").alias("kafka_timestamp"),
+            F.col("key"),
+            F.col("value"),
+            F.col("_schema_id").alias("schema_version_id"),
+            F.col("_error_class").alias("error_class"),
+            F.col("_error_message").alias("error_message"),
+        )
+
+    return _transform
