@@ -63,11 +63,16 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 def catalog_conf(catalog: CatalogSettings, *, region: str) -> dict[str, str]:
     """Spark confs registering the Iceberg catalog under ``catalog.name``."""
     prefix = f"spark.sql.catalog.{catalog.name}"
-    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog"}
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        # a streaming query runs in a cloned session with its own catalog instance: with
+        # caching on, the job's session (and maintenance in it) would read stale snapshots
+        f"{prefix}.cache-enabled": "false",
+    }
     if catalog.type is CatalogType.JDBC:
         assert catalog.uri is not None  # enforced by CatalogSettings
         conf[f"{prefix}.type"] = "jdbc"
-        conf[f"{prefix}.uri"] = _jdbc_uri(catalog.uri)
+        conf[f"{prefix}.uri"] = catalog.uri
         conf[f"{prefix}.warehouse"] = local_uri(catalog.warehouse)
     elif catalog.type is CatalogType.HADOOP:
         conf[f"{prefix}.type"] = "hadoop"
@@ -80,16 +85,6 @@ def catalog_conf(catalog: CatalogSettings, *, region: str) -> dict[str, str]:
     for key, value in catalog.properties.items():
         conf[f"{prefix}.{key}"] = value
     return conf
-
-
-def _jdbc_uri(uri: str) -> str:
-    """Makes a relative SQLite path absolute (and its folder exist) so every process agrees."""
-    sqlite = "jdbc:sqlite:"
-    if uri.startswith(sqlite) and not uri.startswith(sqlite + "/"):
-        path = Path(uri[len(sqlite) :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return sqlite + str(path)
-    return uri
 
 
 def build_spark(settings: Settings) -> SparkSession:

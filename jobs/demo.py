@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
             "ETL__AWS__ENDPOINT_URL": info.aws_endpoint,
             f"ETL__PIPELINES__{PIPELINE.upper()}__SOURCE__BOOTSTRAP_SERVERS": info.bootstrap_plaintext,
             f"ETL__PIPELINES__{PIPELINE.upper()}__CHECKPOINT": str(DEMO_DIR / "checkpoints" / PIPELINE),
-            "ETL__CATALOG__URI": f"jdbc:sqlite:{DEMO_DIR / 'catalog.db'}",
             "ETL__CATALOG__WAREHOUSE": str(DEMO_DIR / "warehouse"),
             # moto accepts any credentials; real ones must never reach it
             "AWS_ACCESS_KEY_ID": "testing",

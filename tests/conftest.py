@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh Iceberg warehouse (SQLite catalog + data) for the session."""
+    """A fresh Iceberg warehouse (Hadoop catalog: metadata and data files) for the session."""
     return tmp_path_factory.mktemp("warehouse")
 
 
@@ -45,12 +45,7 @@ def spark(warehouse: Path) -> Iterator[object]:
                     "spark.driver.memory": "2g",
                 },
             },
-            "catalog": {
-                "name": "local",
-                "type": "jdbc",
-                "uri": f"jdbc:sqlite:{warehouse / 'catalog.db'}",
-                "warehouse": str(warehouse / "data"),
-            },
+            "catalog": catalog_block(warehouse),
             "pipelines": {"unused": _dummy_pipeline()},
         }
     )
@@ -58,6 +53,11 @@ def spark(warehouse: Path) -> Iterator[object]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def catalog_block(warehouse: Path) -> dict[str, str]:
+    """The Iceberg catalog every test shares (the session's catalog is fixed at start)."""
+    return {"name": "local", "type": "hadoop", "warehouse": str(warehouse)}
 
 
 def _dummy_pipeline() -> dict[str, object]:
@@ -69,3 +69,32 @@ def _dummy_pipeline() -> dict[str, object]:
         "dead_letter": {"table": "local.db.t_dlq"},
         "checkpoint": "/tmp/unused",
     }
+
+
+# moto accepts any credentials; set dummies so no test can reach a real AWS account
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+)
+for _key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_key, None)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real local stack for the session: Kafka broker (KRaft) + moto server.
+
+    Yields the ``LocalStack`` (``.info`` has endpoints, ``.broker`` creates topics).
+    """
+    from etl.devstack.stack import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("stack"), REPO / ".jars" / "broker")
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -35,15 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-SCRAM_ITERATIONS = 4096  # Kafka's minimum, and what MSK uses
+SCRAM_ITERATIONS = 4096  # the minimum Kafka accepts
 # the storage tool's --add-scram syntax has no escaping
 _USERNAME_RE = re.compile(r"[A-Za-z0-9._@-]+")
-# A stopping broker with no other node to hand leadership to finishes in a few seconds;
-# anything longer means it is stuck and SIGKILL is safe because the log is fsynced on
-# recovery anyway.
+# A single node has no one to hand leadership to, so a clean shutdown takes about a second;
+# one that lasts longer is stuck, and SIGKILL then only costs a log recovery at next start.
 STOP_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 60.0
-_LOG_TAIL_LINES = 40
+_LOG_TAIL_LINES = 20
+_LOG_ERROR_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ class KafkaBroker:
         self.heap = heap
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offsets: dict[Path, int] = {}
 
     # -- addresses and client configuration ---------------------------------------------
 
@@ -198,6 +199,11 @@ class KafkaBroker:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         formatted_now = self._format_storage(java)
+        # error messages quote only what this start wrote (the logs append across restarts)
+        self._log_offsets = {
+            path: path.stat().st_size if path.exists() else 0
+            for path in (self.stdout_log, self.server_log)
+        }
         started = time.monotonic()
         with self.stdout_log.open("ab") as out:
             self._proc = subprocess.Popen(
@@ -312,6 +318,8 @@ class KafkaBroker:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise LocalStackError(f"could not create topic {name!r}: {exc}") from exc
+        except TimeoutError as exc:
+            raise LocalStackError(f"creating topic {name!r} timed out") from exc
         # producers started right after creation would otherwise see UNKNOWN_TOPIC errors
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -527,15 +535,27 @@ class KafkaBroker:
             time.sleep(0.2)
 
     def _log_tail(self) -> str:
-        """Return the last lines of the broker's log files, for error messages."""
+        """Return this start's first errors and last lines of the broker logs, for errors."""
         parts: list[str] = []
         for path in (self.stdout_log, self.server_log):
             try:
-                lines = path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+                with path.open("rb") as fh:
+                    fh.seek(self._log_offsets.get(path, 0))
+                    lines = fh.read().decode(errors="replace").splitlines()
             except OSError:
                 continue
+            # a failed start ends with dozens of shutdown lines; the cause is the first
+            # ERROR and the exception message on the line after it
+            errors = [
+                f"{line}\n{lines[i + 1] if i + 1 < len(lines) else ''}".rstrip()
+                for i, line in enumerate(lines)
+                if "] ERROR " in line or "] FATAL " in line
+            ][:_LOG_ERROR_LINES]
+            if errors:
+                parts.append(f"\n--- first errors in {path} ---\n" + "\n".join(errors))
             if lines:
-                parts.append(f"\n--- tail of {path} ---\n" + "\n".join(lines))
+                tail = "\n".join(lines[-_LOG_TAIL_LINES:])
+                parts.append(f"\n--- tail of {path} ---\n{tail}")
         return "".join(parts) or f"\n(no broker log in {self.logs_dir})"
 
 
