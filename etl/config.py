@@ -31,7 +31,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class AuthMode(str, enum.Enum):
+class AuthMode(enum.StrEnum):
     """How the Kafka client authenticates to the brokers."""
 
     PLAINTEXT = "plaintext"
@@ -93,7 +93,7 @@ class SourceSettings(_Model):
         return self
 
 
-class WireFormat(str, enum.Enum):
+class WireFormat(enum.StrEnum):
     """How producers framed the Avro bodies in Kafka record values."""
 
     GLUE = "glue"
@@ -122,7 +122,7 @@ class DecodeSettings(_Model):
         return self
 
 
-class TableFormat(str, enum.Enum):
+class TableFormat(enum.StrEnum):
     """Table formats a sink can write."""
 
     ICEBERG = "iceberg"
@@ -187,7 +187,7 @@ class SparkSettings(_Model):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class CatalogType(str, enum.Enum):
+class CatalogType(enum.StrEnum):
     """Iceberg catalog implementations the session can be wired to."""
 
     JDBC = "jdbc"

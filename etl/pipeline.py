@@ -28,7 +28,7 @@ from transforms.routing import dead_letter_rows, table_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.streaming.query import StreamingQuery
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class BatchProcessor:
         decode = self.settings.decode
         ingested_at = self.clock()
         framed = batch.transform(
-            parse_frame(wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes)
+            parse_frame(
+                wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes
+            )
         ).persist(StorageLevel.MEMORY_AND_DISK)
         decoded: DataFrame | None = None
         try:

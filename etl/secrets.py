@@ -58,5 +58,7 @@ def _secret_json(secret_id: str, *, endpoint_url: str | None, region: str | None
     except json.JSONDecodeError:
         raise SecretError(f"secret {secret_id}: expected a JSON object, found other text") from None
     if not isinstance(value, dict):
-        raise SecretError(f"secret {secret_id}: expected a JSON object, found {type(value).__name__}")
+        raise SecretError(
+            f"secret {secret_id}: expected a JSON object, found {type(value).__name__}"
+        )
     return value

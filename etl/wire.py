@@ -32,7 +32,9 @@ CONFLUENT_MAGIC = 0x00
 CONFLUENT_HEADER_LENGTH = 5
 
 
-def encode_glue(body: bytes, schema_version_id: str | uuid.UUID, *, compress: bool = False) -> bytes:
+def encode_glue(
+    body: bytes, schema_version_id: str | uuid.UUID, *, compress: bool = False
+) -> bytes:
     """Frames an Avro body the way the Glue Schema Registry serializer does.
 
     Args:

@@ -48,12 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     DEMO_DIR.mkdir()
     with LocalStack(DEMO_DIR / "stack", Path(args.broker_jars)) as stack:
         info = stack.info
-        log.info("local stack up: kafka %s, registry/S3 API %s", info.bootstrap_plaintext, info.aws_endpoint)
+        log.info(
+            "local stack up: kafka %s, registry/S3 API %s",
+            info.bootstrap_plaintext,
+            info.aws_endpoint,
+        )
         # point the pipeline at this stack and at fresh demo state, the documented way: env
+        prefix = f"ETL__PIPELINES__{PIPELINE.upper()}"
         overrides = {
             "ETL__AWS__ENDPOINT_URL": info.aws_endpoint,
-            f"ETL__PIPELINES__{PIPELINE.upper()}__SOURCE__BOOTSTRAP_SERVERS": info.bootstrap_plaintext,
-            f"ETL__PIPELINES__{PIPELINE.upper()}__CHECKPOINT": str(DEMO_DIR / "checkpoints" / PIPELINE),
+            f"{prefix}__SOURCE__BOOTSTRAP_SERVERS": info.bootstrap_plaintext,
+            f"{prefix}__CHECKPOINT": str(DEMO_DIR / "checkpoints" / PIPELINE),
             "ETL__CATALOG__WAREHOUSE": str(DEMO_DIR / "warehouse"),
             # moto accepts any credentials; real ones must never reach it
             "AWS_ACCESS_KEY_ID": "testing",
@@ -64,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.conf)
         pipeline = settings.pipeline(PIPELINE)
         assert pipeline.decode.schema_file is not None
-        glue = boto3.client("glue", **stack.info.boto3_kwargs())
+        aws = info.boto3_kwargs()
+        glue = boto3.client(
+            "glue",
+            endpoint_url=aws["endpoint_url"],
+            region_name=aws["region_name"],
+            aws_access_key_id=aws["aws_access_key_id"],
+            aws_secret_access_key=aws["aws_secret_access_key"],
+        )
         definition = read_avsc(pipeline.decode.schema_file)
         version = register_schema(
             glue,
@@ -86,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
             [(r["order_id"].encode(), v) for r, v in zip(records, values, strict=True)]
             + [(b"poison", p) for p in poison],
         )
-        log.info("produced %d records (schema version %s), %d of them poison", sent, version, len(poison))
+        log.info(
+            "produced %d records (schema version %s), %d of them poison", sent, version, len(poison)
+        )
 
         from jobs import ingest
 
         code = ingest.main(["--conf", args.conf, "--pipeline", PIPELINE])
         if code == 0:
-            _report(settings.pipeline(PIPELINE).sink.table, pipeline.dead_letter.table, pipeline.checkpoint)
+            _report(
+                settings.pipeline(PIPELINE).sink.table,
+                pipeline.dead_letter.table,
+                pipeline.checkpoint,
+            )
         return code
 
 
@@ -109,7 +127,13 @@ def _report(table: str, dead_letter: str, checkpoint: str) -> None:
         f"FROM {table}.snapshots ORDER BY committed_at"
     ).show(truncate=False)
     spark.table(table).select(
-        "order_id", "status", "amount", "order_ts", "shipping_address.city", "_kafka_partition", "_kafka_offset"
+        "order_id",
+        "status",
+        "amount",
+        "order_ts",
+        "shipping_address.city",
+        "_kafka_partition",
+        "_kafka_offset",
     ).orderBy("_kafka_partition", "_kafka_offset").show(5, truncate=False)
     print(f"== dead-letter table {dead_letter}")
     spark.sql(

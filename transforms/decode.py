@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +31,9 @@ def with_decoded_marker(reader_schema: str) -> str:
     """Returns the reader schema (JSON) with the success-marker field appended."""
     schema = json.loads(reader_schema)
     if schema.get("type") != "record":
-        raise ValueError(f"reader schema: expected an Avro record, found type {schema.get('type')!r}")
+        raise ValueError(
+            f"reader schema: expected an Avro record, found type {schema.get('type')!r}"
+        )
     fields = [f for f in schema["fields"] if f["name"] != DECODED_MARKER]
     fields.append({"name": DECODED_MARKER, "type": "boolean", "default": True})
     return json.dumps({**schema, "fields": fields})
@@ -68,14 +70,16 @@ def decode_avro(
         # the fallback branch gives the CASE its struct type when no version matches
         decoded: Column = from_avro(F.lit(None).cast("binary"), reader, options)
         for version_id, writer in sorted(writer_schemas.items(), reverse=True):
-            decoded = F.when(schema_id == version_id, from_avro(payload, writer, options)).otherwise(
-                decoded
-            )
+            decoded = F.when(
+                schema_id == version_id, from_avro(payload, writer, options)
+            ).otherwise(decoded)
         framed_ok = F.col("_error_class").isNull()
         unknown = framed_ok & F.col(RECORD_COL).isNull()
-        corrupt = framed_ok & F.col(RECORD_COL).isNotNull() & F.col(
-            f"{RECORD_COL}.{DECODED_MARKER}"
-        ).isNull()
+        corrupt = (
+            framed_ok
+            & F.col(RECORD_COL).isNotNull()
+            & F.col(f"{RECORD_COL}.{DECODED_MARKER}").isNull()
+        )
         return (
             df.withColumn(RECORD_COL, F.when(framed_ok & payload.isNotNull(), decoded))
             .withColumn(
@@ -100,7 +104,9 @@ def decode_avro(
             )
             .withColumn(
                 RECORD_COL,
-                F.when(F.col("_error_class").isNull(), F.col(RECORD_COL).dropFields(DECODED_MARKER)),
+                F.when(
+                    F.col("_error_class").isNull(), F.col(RECORD_COL).dropFields(DECODED_MARKER)
+                ),
             )
         )
 
@@ -139,14 +145,14 @@ def inflate_zlib(
 
 def _inflater(
     names: list[str], payload_col: str, compression_col: str, max_bytes: int
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
     """Builds the mapInArrow function (a closure, so only plain values are pickled)."""
     payload_at = names.index(payload_col)
     compression_at = names.index(compression_col)
     error_at = names.index("_error_class")
     message_at = names.index("_error_message")
 
-    def _inflate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def _inflate(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             bodies: list[bytes | None] = []
             errors: list[str | None] = batch.column(error_at).to_pylist()
@@ -168,7 +174,9 @@ def _inflater(
     return _inflate
 
 
-def _inflate_one(compressed: bytes | None, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+def _inflate_one(
+    compressed: bytes | None, max_bytes: int
+) -> tuple[bytes | None, str | None, str | None]:
     """Inflates one body: (body, None, None) or (None, error class, message)."""
     if compressed is None:
         return None, None, None

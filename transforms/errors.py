@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class ErrorClass(str, enum.Enum):
+class ErrorClass(enum.StrEnum):
     """Why a record went to the dead-letter table."""
 
     NULL_VALUE = "NULL_VALUE"

@@ -49,7 +49,9 @@ def parse_frame(
         ValueError: ``wire_format`` is not one of the three.
     """
     if wire_format not in ("glue", "confluent", "plain_avro"):
-        raise ValueError(f"wire_format: expected glue, confluent or plain_avro, found {wire_format!r}")
+        raise ValueError(
+            f"wire_format: expected glue, confluent or plain_avro, found {wire_format!r}"
+        )
 
     def _transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
@@ -65,9 +67,8 @@ def parse_frame(
         if wire_format == "glue":
             checks += _glue_checks(value, size)
             schema_id = _uuid_string(value.substr(F.lit(3), F.lit(16)))
-            compression = (
-                F.when(_byte(value, 2) == GLUE_COMPRESSION_ZLIB, F.lit("zlib"))
-                .otherwise(F.lit("none"))
+            compression = F.when(_byte(value, 2) == GLUE_COMPRESSION_ZLIB, F.lit("zlib")).otherwise(
+                F.lit("none")
             )
             payload = value.substr(F.lit(GLUE_HEADER_LENGTH + 1), size - GLUE_HEADER_LENGTH)
         elif wire_format == "confluent":
@@ -146,7 +147,11 @@ def _glue_checks(value: Column, size: Column) -> _Checks:
 def _confluent_checks(value: Column, size: Column) -> _Checks:
     """Magic byte, then length."""
     return [
-        (size == 0, ErrorClass.FRAME_TOO_SHORT, F.lit("value is empty, expected a Confluent frame")),
+        (
+            size == 0,
+            ErrorClass.FRAME_TOO_SHORT,
+            F.lit("value is empty, expected a Confluent frame"),
+        ),
         (
             _byte(value, 1) != CONFLUENT_MAGIC,
             ErrorClass.UNKNOWN_HEADER_VERSION,

@@ -26,7 +26,8 @@ class IcebergSink(TableSink):
         """
         catalog, namespace, _ = self.spec.table.split(".")
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
-        statement = f"CREATE TABLE IF NOT EXISTS {self.spec.table} ({to_ddl(nullable(schema))}) USING iceberg"
+        columns = to_ddl(nullable(schema))
+        statement = f"CREATE TABLE IF NOT EXISTS {self.spec.table} ({columns}) USING iceberg"
         if self.spec.partition_by:
             statement += f" PARTITIONED BY ({', '.join(self.spec.partition_by)})"
         if self.spec.properties:

@@ -34,7 +34,9 @@ REGISTRY = "etl-tests"
 def _settings(
     warehouse: Path, stack: Any, tmp: Path, *, name: str, topic: str, auth: dict[str, Any]
 ) -> Settings:
-    bootstrap = stack.info.bootstrap_scram if auth["mode"] == "scram" else stack.info.bootstrap_plaintext
+    bootstrap = (
+        stack.info.bootstrap_scram if auth["mode"] == "scram" else stack.info.bootstrap_plaintext
+    )
     return Settings.model_validate(
         {
             "catalog": catalog_block(warehouse),
@@ -43,7 +45,10 @@ def _settings(
             "pipelines": {
                 name: {
                     "source": {"bootstrap_servers": bootstrap, "topics": [topic], "auth": auth},
-                    "decode": {"wire_format": "glue", "schema_file": str(REPO / "schemas/orders.avsc")},
+                    "decode": {
+                        "wire_format": "glue",
+                        "schema_file": str(REPO / "schemas/orders.avsc"),
+                    },
                     "sink": {
                         "table": f"local.e2e.{name}",
                         "partition_by": ["days(order_ts)"],
@@ -58,7 +63,9 @@ def _settings(
     )
 
 
-def _publish(stack: Any, topic: str, records: list[dict[str, Any]], extra: list[bytes | None] = ()) -> str:  # type: ignore[assignment]
+def _publish(
+    stack: Any, topic: str, records: list[dict[str, Any]], extra: list[bytes | None] = ()
+) -> str:  # type: ignore[assignment]
     glue = boto3.client("glue", **stack.info.boto3_kwargs())
     version = register_schema(glue, registry_name=REGISTRY, schema_name=topic, definition=SCHEMA)
     values = glue_frames(SCHEMA, version, records, compress_every=10)
@@ -91,14 +98,18 @@ def test_ingest_glue_avro_to_iceberg_then_restart_from_checkpoint(
 ) -> None:
     name, topic = "orders_e2e", "orders-e2e"
     local_stack.broker.create_topic(topic, partitions=3)
-    settings = _settings(warehouse, local_stack, tmp_path, name=name, topic=topic, auth={"mode": "plaintext"})
+    settings = _settings(
+        warehouse, local_stack, tmp_path, name=name, topic=topic, auth={"mode": "plaintext"}
+    )
     first = orders(300, start=0)
     poison: list[bytes | None] = [None, b"\x01junk", bytes([3, 0]) + uuid.uuid4().bytes + b"\x02"]
     version = _publish(local_stack, topic, first, poison)
 
     results = _run(spark, settings, name)
 
-    assert [(r.read, r.written, r.dead_lettered, r.committed) for r in results] == [(303, 300, 3, True)]
+    assert [(r.read, r.written, r.dead_lettered, r.committed) for r in results] == [
+        (303, 300, 3, True)
+    ]
     table = spark.table(f"local.e2e.{name}")
     expected = spark.createDataFrame([spark_row(r) for r in first], ORDER)
     assert_df_equality(
@@ -107,14 +118,24 @@ def test_ingest_glue_avro_to_iceberg_then_restart_from_checkpoint(
         ignore_nullable=True,
     )
     provenance = table.select(
-        F.col("_kafka_key").cast("string").alias("key"), "order_id", "_kafka_topic", "_schema_version_id"
+        F.col("_kafka_key").cast("string").alias("key"),
+        "order_id",
+        "_kafka_topic",
+        "_schema_version_id",
     ).distinct()
-    assert provenance.where(
-        (F.col("key") != F.col("order_id")) | (F.col("_kafka_topic") != topic) | (F.col("_schema_version_id") != version)
-    ).count() == 0
+    assert (
+        provenance.where(
+            (F.col("key") != F.col("order_id"))
+            | (F.col("_kafka_topic") != topic)
+            | (F.col("_schema_version_id") != version)
+        ).count()
+        == 0
+    )
     assert table.select("_kafka_partition", "_kafka_offset").distinct().count() == 300
 
-    dlq = spark.table(f"local.e2e.{name}_dlq").select("error_class", "value", "topic", "pipeline", "batch_id")
+    dlq = spark.table(f"local.e2e.{name}_dlq").select(
+        "error_class", "value", "topic", "pipeline", "batch_id"
+    )
     assert sorted(tuple(r) for r in dlq.collect()) == sorted(
         [
             ("NULL_VALUE", None, topic, name, 0),
@@ -125,7 +146,9 @@ def test_ingest_glue_avro_to_iceberg_then_restart_from_checkpoint(
     )
 
     # an independent reader: pyiceberg over the same SQLite catalog
-    arrow = _pyiceberg_table(warehouse, name).scan(selected_fields=tuple(ORDER.fieldNames())).to_arrow()
+    arrow = (
+        _pyiceberg_table(warehouse, name).scan(selected_fields=tuple(ORDER.fieldNames())).to_arrow()
+    )
     got = sorted(arrow.to_pylist(), key=lambda r: r["order_id"])
     want = sorted((arrow_row(r) for r in first), key=lambda r: r["order_id"])
     for row in got:
@@ -151,7 +174,11 @@ def test_ingest_glue_avro_to_iceberg_then_restart_from_checkpoint(
 
 
 def test_ingest_over_scram_against_the_real_broker(
-    spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession,
+    local_stack: Any,
+    warehouse: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name, topic = "orders_scram", "orders-scram"
     local_stack.broker.create_topic(topic, partitions=2)
@@ -173,7 +200,11 @@ def test_ingest_over_scram_against_the_real_broker(
 
 
 def test_ingest_with_a_wrong_scram_password_fails_the_query(
-    spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession,
+    local_stack: Any,
+    warehouse: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name, topic = "orders_badauth", "orders-badauth"
     local_stack.broker.create_topic(topic, partitions=1)
@@ -187,7 +218,7 @@ def test_ingest_with_a_wrong_scram_password_fails_the_query(
     settings = _settings(warehouse, local_stack, tmp_path, name=name, topic=topic, auth=auth)
     query, _ = start_pipeline(spark, settings, name)
     try:
-        with pytest.raises(StreamingQueryException, match="(?i)authentication"):
+        with pytest.raises(StreamingQueryException, match=r"(?i)authentication"):
             query.awaitTermination(180)
     finally:
         query.stop()

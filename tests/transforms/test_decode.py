@@ -89,7 +89,12 @@ FULL = {
     "order_date": dt.date(2026, 3, 4),
     "tags": ["gift", "express"],
     "attributes": {"channel": "web", "coupon": "X1"},
-    "shipping_address": {"street": "1 Main St", "city": "Berlin", "postcode": None, "country": "DE"},
+    "shipping_address": {
+        "street": "1 Main St",
+        "city": "Berlin",
+        "postcode": None,
+        "country": "DE",
+    },
     "discount": 0.25,
     "is_gift": True,
 }
@@ -227,7 +232,12 @@ def test_decode_avro_all_null_record_is_not_a_decode_error(spark: SparkSession) 
     actual = _decoded(_framed(spark, [encode_glue(body, V1)]), {V1: schema}, reader=schema)
     expected = spark.createDataFrame(
         [(None, None, (None,))],
-        StructType([*DECODED.fields[:2], StructField("_record", StructType([StructField("a", StringType())]))]),
+        StructType(
+            [
+                *DECODED.fields[:2],
+                StructField("_record", StructType([StructField("a", StringType())])),
+            ]
+        ),
     )
     assert_df_equality(actual, expected, ignore_nullable=True)
 

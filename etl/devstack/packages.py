@@ -1,0 +1,48 @@
+"""Prints spark-submit flags for EMR / Glue from jvm/spark/pom.xml, the one list of JVM deps.
+
+``--packages`` gets the pom's direct dependencies; ``spark.jars.excludes`` gets its
+exclusions (Spark resolves them with glob matching), so the cluster resolves the same set
+``make jars`` does locally.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+POM = Path(__file__).resolve().parents[2] / "jvm" / "spark" / "pom.xml"
+_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+
+
+def maven_dependencies(pom: Path = POM) -> tuple[list[str], list[str]]:
+    """Returns (``group:artifact:version`` of each direct dependency, ``group:artifact`` of
+    each exclusion), with ``${properties}`` expanded."""
+    root = ET.parse(pom).getroot()
+    properties = root.find("m:properties", _NS)
+    props = {el.tag.split("}")[1]: (el.text or "") for el in (properties or [])}
+
+    def expand(text: str | None) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: props[m.group(1)], text or "")
+
+    def coordinate(element: ET.Element, tags: tuple[str, ...]) -> str:
+        return ":".join(expand(element.findtext(f"m:{t}", namespaces=_NS)) for t in tags)
+
+    packages, excludes = [], []
+    for dep in root.findall("m:dependencies/m:dependency", _NS):
+        packages.append(coordinate(dep, ("groupId", "artifactId", "version")))
+        for exclusion in dep.findall("m:exclusions/m:exclusion", _NS):
+            excludes.append(coordinate(exclusion, ("groupId", "artifactId")))
+    return packages, sorted(set(excludes))
+
+
+def main() -> int:
+    """Prints the spark-submit flags."""
+    packages, excludes = maven_dependencies()
+    print(f"--packages {','.join(packages)} --conf spark.jars.excludes={','.join(excludes)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,876 @@
+"""Settings: YAML parsing, ETL__ env overrides, validation errors naming dotted keys."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from etl.config import AuthMode, PipelineSettings, Settings, load_settings
+from etl.exceptions import ConfigError
+from tests.conftest import REPO
+
+CONF = REPO / "conf"
+
+# every KafkaAuth field at its default, as model_dump(mode="json") renders it
+AUTH_DEFAULTS: dict[str, Any] = {
+    "mode": "plaintext",
+    "username": None,
+    "password_env": None,
+    "secret_id": None,
+    "tls": True,
+    "role_arn": None,
+    "role_session_name": None,
+    "sts_region": None,
+    "profile": None,
+    "truststore_location": None,
+    "keystore_location": None,
+    "keystore_password_env": None,
+}
+MSK_IAM_BOOTSTRAP = (
+    "b-1.mycluster.abc123.c2.kafka.us-east-1.amazonaws.com:9098,"
+    "b-2.mycluster.abc123.c2.kafka.us-east-1.amazonaws.com:9098"
+)
+
+LOCAL_ORDERS: dict[str, Any] = {
+    "source": {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "topics": ["orders"],
+        "topic_pattern": None,
+        "starting_offsets": "earliest",
+        "max_offsets_per_trigger": 50000,
+        "min_offsets_per_trigger": None,
+        "max_trigger_delay": None,
+        "min_partitions": None,
+        "fail_on_data_loss": True,
+        "auth": AUTH_DEFAULTS,
+        "options": {},
+    },
+    "decode": {
+        "wire_format": "glue",
+        "schema_file": "schemas/orders.avsc",
+        "schema_name": None,
+        "confluent_schemas": {},
+        "max_value_bytes": 8 * 1024 * 1024,
+    },
+    "sink": {
+        "format": "iceberg",
+        "table": "local.shop.orders",
+        "partition_by": ["days(order_ts)"],
+        "properties": {"format-version": "2", "write.parquet.compression-codec": "zstd"},
+    },
+    "dead_letter": {"table": "local.shop.orders_dlq"},
+    "checkpoint": ".checkpoints/orders",
+    "trigger": {"mode": "available_now", "interval": "30 seconds"},
+}
+
+
+def _minimal() -> dict[str, Any]:
+    """A small valid config (one pipeline) that tests mutate before writing."""
+    return {
+        "catalog": {"type": "jdbc", "uri": "jdbc:sqlite:catalog.db", "warehouse": "wh"},
+        "pipelines": {
+            "orders": {
+                "source": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["orders"]},
+                "decode": {"schema_file": "schemas/orders.avsc"},
+                "sink": {"table": "local.shop.orders"},
+                "dead_letter": {"table": "local.shop.orders_dlq"},
+                "checkpoint": "/tmp/checkpoints/orders",
+            }
+        },
+    }
+
+
+def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _orders(config: dict[str, Any]) -> dict[str, Any]:
+    pipeline: dict[str, Any] = config["pipelines"]["orders"]
+    return pipeline
+
+
+# --- parsing the shipped files -------------------------------------------------------------
+
+
+def test_load_settings_local_yaml_parses_every_value() -> None:
+    settings = load_settings(CONF / "local.yaml", env={})
+
+    assert settings.model_dump(mode="json") == {
+        "spark": {
+            "app_name": "streaming-etl-local",
+            "master": "local[2]",
+            "jars_dir": ".jars/spark",
+            "shuffle_partitions": 4,
+            "ui_enabled": False,
+            "conf": {},
+        },
+        "catalog": {
+            "name": "local",
+            "type": "hadoop",
+            "uri": None,
+            "warehouse": ".warehouse",
+            "properties": {},
+        },
+        "aws": {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:5000", "profile": None},
+        "registry": {
+            "registry_name": "etl-local",
+            "max_attempts": 4,
+            "connect_timeout_s": 5.0,
+            "read_timeout_s": 10.0,
+        },
+        "pipelines": {"orders": LOCAL_ORDERS},
+    }
+
+
+def test_load_settings_local_yaml_gives_typed_values() -> None:
+    pipeline = load_settings(CONF / "local.yaml", env={}).pipeline("orders")
+
+    assert (pipeline.source.auth.mode, pipeline.decode.schema_file) == (
+        AuthMode.PLAINTEXT,
+        Path("schemas/orders.avsc"),
+    )
+
+
+def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
+    settings = load_settings(CONF / "emr.yaml", env={})
+
+    assert settings.model_dump(mode="json") == {
+        "spark": {
+            "app_name": "streaming-etl",
+            "master": None,
+            "jars_dir": None,
+            "shuffle_partitions": 64,
+            "ui_enabled": True,
+            "conf": {"spark.sql.streaming.metricsEnabled": "true"},
+        },
+        "catalog": {
+            "name": "lake",
+            "type": "glue",
+            "uri": None,
+            "warehouse": "s3://my-lake/warehouse",
+            "properties": {},
+        },
+        "aws": {"region": "us-east-1", "endpoint_url": None, "profile": None},
+        "registry": {
+            "registry_name": "streaming-etl",
+            "max_attempts": 5,
+            "connect_timeout_s": 5.0,
+            "read_timeout_s": 10.0,
+        },
+        "pipelines": {
+            "orders": {
+                "source": {
+                    "bootstrap_servers": MSK_IAM_BOOTSTRAP,
+                    "topics": ["orders"],
+                    "topic_pattern": None,
+                    "starting_offsets": "earliest",
+                    "max_offsets_per_trigger": 500000,
+                    "min_offsets_per_trigger": None,
+                    "max_trigger_delay": None,
+                    "min_partitions": None,
+                    "fail_on_data_loss": True,
+                    "auth": {**AUTH_DEFAULTS, "mode": "iam"},
+                    "options": {"kafka.request.timeout.ms": "60000"},
+                },
+                "decode": {
+                    "wire_format": "glue",
+                    "schema_file": None,
+                    "schema_name": "orders",
+                    "confluent_schemas": {},
+                    "max_value_bytes": 8 * 1024 * 1024,
+                },
+                "sink": {
+                    "format": "iceberg",
+                    "table": "lake.shop.orders",
+                    "partition_by": ["days(order_ts)"],
+                    "properties": {
+                        "format-version": "2",
+                        "write.parquet.compression-codec": "zstd",
+                    },
+                },
+                "dead_letter": {"table": "lake.shop.orders_dlq"},
+                "checkpoint": "s3://my-lake/checkpoints/orders",
+                "trigger": {"mode": "processing_time", "interval": "1 minute"},
+            },
+            "payments": {
+                "source": {
+                    "bootstrap_servers": MSK_IAM_BOOTSTRAP,
+                    "topics": None,
+                    "topic_pattern": r"^payments\.(card|bank)$",
+                    "starting_offsets": "earliest",
+                    "max_offsets_per_trigger": 200000,
+                    "min_offsets_per_trigger": 10000,
+                    "max_trigger_delay": "5m",
+                    "min_partitions": None,
+                    "fail_on_data_loss": True,
+                    "auth": {
+                        **AUTH_DEFAULTS,
+                        "mode": "iam",
+                        "role_arn": "arn:aws:iam::123456789012:role/msk-payments-consumer",
+                        "role_session_name": "streaming-etl-payments",
+                        "sts_region": "us-east-1",
+                    },
+                    "options": {},
+                },
+                "decode": {
+                    "wire_format": "glue",
+                    "schema_file": None,
+                    "schema_name": "payments",
+                    "confluent_schemas": {},
+                    "max_value_bytes": 8 * 1024 * 1024,
+                },
+                "sink": {
+                    "format": "iceberg",
+                    "table": "lake.finance.payments",
+                    "partition_by": ["days(paid_at)"],
+                    "properties": {"format-version": "2"},
+                },
+                "dead_letter": {"table": "lake.finance.payments_dlq"},
+                "checkpoint": "s3://my-lake/checkpoints/payments",
+                "trigger": {"mode": "processing_time", "interval": "5 minutes"},
+            },
+        },
+    }
+
+
+def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
+    settings = load_settings(CONF / "glue.yaml", env={})
+
+    assert settings.model_dump(mode="json") == {
+        "spark": {
+            "app_name": "streaming-etl-glue",
+            "master": None,
+            "jars_dir": None,
+            "shuffle_partitions": 32,
+            "ui_enabled": True,
+            "conf": {},
+        },
+        "catalog": {
+            "name": "lake",
+            "type": "glue",
+            "uri": None,
+            "warehouse": "s3://my-lake/warehouse",
+            "properties": {},
+        },
+        "aws": {"region": "us-east-1", "endpoint_url": None, "profile": None},
+        "registry": {
+            "registry_name": "streaming-etl",
+            "max_attempts": 5,
+            "connect_timeout_s": 5.0,
+            "read_timeout_s": 10.0,
+        },
+        "pipelines": {
+            "orders": {
+                "source": {
+                    "bootstrap_servers": MSK_IAM_BOOTSTRAP,
+                    "topics": ["orders", "orders_backfill"],
+                    "topic_pattern": None,
+                    "starting_offsets": "earliest",
+                    "max_offsets_per_trigger": 500000,
+                    "min_offsets_per_trigger": None,
+                    "max_trigger_delay": None,
+                    "min_partitions": 96,
+                    "fail_on_data_loss": True,
+                    "auth": {**AUTH_DEFAULTS, "mode": "iam"},
+                    "options": {},
+                },
+                "decode": {
+                    "wire_format": "glue",
+                    "schema_file": None,
+                    "schema_name": "orders",
+                    "confluent_schemas": {},
+                    "max_value_bytes": 8 * 1024 * 1024,
+                },
+                "sink": {
+                    "format": "iceberg",
+                    "table": "lake.shop.orders",
+                    "partition_by": ["days(order_ts)"],
+                    "properties": {
+                        "format-version": "2",
+                        "write.parquet.compression-codec": "zstd",
+                    },
+                },
+                "dead_letter": {"table": "lake.shop.orders_dlq"},
+                "checkpoint": "s3://my-lake/checkpoints/orders",
+                "trigger": {"mode": "processing_time", "interval": "1 minute"},
+            }
+        },
+    }
+
+
+# --- ETL__ env overrides -------------------------------------------------------------------
+
+
+def test_load_settings_env_overrides_nested_pipeline_key() -> None:
+    settings = load_settings(
+        CONF / "local.yaml",
+        env={"ETL__PIPELINES__ORDERS__SOURCE__BOOTSTRAP_SERVERS": "b-1.msk:9098"},
+    )
+
+    # only that key changes: the rest of the pipeline still comes from the file
+    expected = copy.deepcopy(LOCAL_ORDERS)
+    expected["source"]["bootstrap_servers"] = "b-1.msk:9098"
+    assert settings.pipeline("orders").model_dump(mode="json") == expected
+
+
+def test_load_settings_env_overrides_nested_auth_block() -> None:
+    settings = load_settings(
+        CONF / "local.yaml",
+        env={
+            "ETL__PIPELINES__ORDERS__SOURCE__AUTH__MODE": "scram",
+            "ETL__PIPELINES__ORDERS__SOURCE__AUTH__SECRET_ID": "AmazonMSK_etl",
+            "ETL__PIPELINES__ORDERS__SOURCE__FAIL_ON_DATA_LOSS": "false",
+            "ETL__PIPELINES__ORDERS__SOURCE__MAX_OFFSETS_PER_TRIGGER": "10",
+        },
+    )
+
+    source = settings.pipeline("orders").source
+    assert source.model_dump(mode="json") == {
+        **LOCAL_ORDERS["source"],
+        "max_offsets_per_trigger": 10,
+        "fail_on_data_loss": False,
+        "auth": {**AUTH_DEFAULTS, "mode": "scram", "secret_id": "AmazonMSK_etl"},
+    }
+
+
+def test_load_settings_env_overrides_top_level_section_key() -> None:
+    settings = load_settings(
+        CONF / "local.yaml",
+        env={"ETL__AWS__ENDPOINT_URL": "http://127.0.0.1:45678", "ETL__REGISTRY__MAX_ATTEMPTS": "9"},
+    )
+
+    assert (settings.aws.model_dump(), settings.registry.model_dump()) == (
+        {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:45678", "profile": None},
+        {
+            "registry_name": "etl-local",
+            "max_attempts": 9,
+            "connect_timeout_s": 5.0,
+            "read_timeout_s": 10.0,
+        },
+    )
+
+
+def test_load_settings_env_top_level_json_object_merges_into_file_section() -> None:
+    settings = load_settings(CONF / "local.yaml", env={"ETL__AWS": '{"region": "eu-west-1"}'})
+
+    # deep-merged with the file's aws block, not replacing it
+    assert settings.aws.model_dump() == {
+        "region": "eu-west-1",
+        "endpoint_url": "http://127.0.0.1:5000",
+        "profile": None,
+    }
+
+
+def test_load_settings_env_keys_are_case_insensitive() -> None:
+    settings = load_settings(CONF / "local.yaml", env={"etl__aws__region": "eu-central-1"})
+
+    assert settings.aws.region == "eu-central-1"
+
+
+def test_load_settings_env_list_given_as_json_array() -> None:
+    settings = load_settings(
+        CONF / "local.yaml",
+        env={"ETL__PIPELINES__ORDERS__SOURCE__TOPICS": '["orders", "orders_retry"]'},
+    )
+
+    assert settings.pipeline("orders").source.topics == ["orders", "orders_retry"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("orders,orders_retry", id="comma-separated"),
+        pytest.param("[orders, orders_retry]", id="yaml-flow-list"),
+        pytest.param('"orders"', id="json-string"),
+    ],
+)
+def test_load_settings_env_list_not_a_json_array_is_rejected(value: str) -> None:
+    # pydantic-settings JSON-decodes env values of complex fields; for `list[str] | None` a
+    # decoding failure keeps the raw string, which then fails list validation
+    path = CONF / "local.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"ETL__PIPELINES__ORDERS__SOURCE__TOPICS": value})
+
+    assert str(info.value) == (
+        f"config file {path} is invalid:\n"
+        "  pipelines.orders.source.topics: Input should be a valid list"
+    )
+
+
+def test_load_settings_env_json_null_clears_a_list_key() -> None:
+    settings = load_settings(
+        CONF / "local.yaml",
+        env={
+            "ETL__PIPELINES__ORDERS__SOURCE__TOPICS": "null",
+            "ETL__PIPELINES__ORDERS__SOURCE__TOPIC_PATTERN": "orders.*",
+        },
+    )
+
+    source = settings.pipeline("orders").source
+    assert (source.topics, source.topic_pattern) == (None, "orders.*")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "etl/config.py Settings.model_config sets no env_parse_none_str: ETL__AWS__ENDPOINT_URL"
+        "=null gives the string 'null', so no env override can reset an optional scalar key"
+    ),
+)
+def test_load_settings_env_null_clears_an_optional_scalar_key() -> None:
+    settings = load_settings(CONF / "local.yaml", env={"ETL__AWS__ENDPOINT_URL": "null"})
+
+    assert settings.aws.endpoint_url is None
+
+
+def test_load_settings_env_invalid_value_names_the_dotted_key() -> None:
+    path = CONF / "local.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"ETL__REGISTRY__MAX_ATTEMPTS": "0"})
+
+    assert str(info.value) == (
+        f"config file {path} is invalid:\n"
+        "  registry.max_attempts: Input should be greater than or equal to 1"
+    )
+
+
+def test_load_settings_env_unknown_nested_key_is_rejected() -> None:
+    path = CONF / "local.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"ETL__PIPELINES__ORDERS__SOURCE__BOOTSTRAP_SERVER": "x:9092"})
+
+    assert str(info.value) == (
+        f"config file {path} is invalid:\n"
+        "  pipelines.orders.source.bootstrap_server: Extra inputs are not permitted"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "etl/config.py load_settings: the catch-all `except Exception` turns pydantic-settings' "
+        "SettingsError for a non-JSON list env value into 'config file …: cannot be parsed: "
+        "error parsing value for field \"pipelines\" …', blaming the file and naming no key"
+    ),
+)
+def test_load_settings_env_non_json_list_error_names_the_dotted_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            CONF / "local.yaml", env={"ETL__PIPELINES__ORDERS__SINK__PARTITION_BY": "a,b"}
+        )
+
+    assert "pipelines.orders.sink.partition_by" in str(info.value)
+
+
+def test_load_settings_without_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL__PIPELINES__ORDERS__CHECKPOINT", "s3://bucket/checkpoints/orders")
+
+    settings = load_settings(CONF / "local.yaml")
+
+    assert settings.pipeline("orders").checkpoint == "s3://bucket/checkpoints/orders"
+
+
+def test_load_settings_env_mapping_ignores_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL__PIPELINES__ORDERS__CHECKPOINT", "s3://bucket/checkpoints/orders")
+
+    settings = load_settings(CONF / "local.yaml", env={})
+
+    assert settings.pipeline("orders").checkpoint == ".checkpoints/orders"
+
+
+# --- validation errors name the dotted key -------------------------------------------------
+
+Mutation = Callable[[dict[str, Any]], object]
+
+INVALID: list[Any] = [
+    pytest.param(
+        lambda c: _orders(c)["sink"].pop("table"),
+        ["pipelines.orders.sink.table: Field required"],
+        id="missing-required-key",
+    ),
+    pytest.param(
+        lambda c: c.pop("catalog"),
+        ["catalog: Field required"],
+        id="missing-top-level-section",
+    ),
+    pytest.param(
+        lambda c: c.update(sparks={"master": "local[2]"}),
+        ["sparks: Extra inputs are not permitted"],
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(partitions=["day"]),
+        ["pipelines.orders.sink.partitions: Extra inputs are not permitted"],
+        id="unknown-nested-key",
+    ),
+    pytest.param(
+        # extra="forbid" is what keeps secrets out of YAML: there is no `password` key
+        lambda c: _orders(c)["source"].update(
+            auth={"mode": "scram", "username": "etl", "password": "hunter2"}
+        ),
+        ["pipelines.orders.source.auth.password: Extra inputs are not permitted"],
+        id="inline-password",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(
+            auth={"mode": "tls", "keystore_location": "/k.jks", "keystore_password": "hunter2"}
+        ),
+        ["pipelines.orders.source.auth.keystore_password: Extra inputs are not permitted"],
+        id="inline-keystore-password",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(topic_pattern="orders.*"),
+        [
+            "pipelines.orders.source: Value error, exactly one of `topics` or `topic_pattern` "
+            "must be set"
+        ],
+        id="both-topics-and-pattern",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].pop("topics"),
+        [
+            "pipelines.orders.source: Value error, exactly one of `topics` or `topic_pattern` "
+            "must be set"
+        ],
+        id="neither-topics-nor-pattern",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(topics=[]),
+        [
+            "pipelines.orders.source: Value error, exactly one of `topics` or `topic_pattern` "
+            "must be set"
+        ],
+        id="empty-topics",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(auth={"mode": "scram", "username": "etl"}),
+        [
+            "pipelines.orders.source.auth: Value error, scram needs `password_env` or "
+            "`secret_id` (found neither)"
+        ],
+        id="scram-without-password-source",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(auth={"mode": "scram", "password_env": "PW"}),
+        ["pipelines.orders.source.auth: Value error, scram with `password_env` needs `username`"],
+        id="scram-password-env-without-username",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(auth={"mode": "kerberos"}),
+        [
+            "pipelines.orders.source.auth.mode: Input should be 'plaintext', 'tls', 'scram' "
+            "or 'iam'"
+        ],
+        id="unknown-auth-mode",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["source"].update(max_offsets_per_trigger=0),
+        ["pipelines.orders.source.max_offsets_per_trigger: Input should be greater than 0"],
+        id="non-positive-limit",
+    ),
+    pytest.param(
+        lambda c: c["catalog"].pop("uri"),
+        ["catalog: Value error, catalog type jdbc needs `uri`"],
+        id="jdbc-catalog-without-uri",
+    ),
+    pytest.param(
+        lambda c: c["pipelines"].update(Orders=c["pipelines"].pop("orders")),
+        ["pipelines: Value error, pipeline names are lower_snake_case, found 'Orders'"],
+        id="upper-case-pipeline-name",
+    ),
+    pytest.param(
+        lambda c: c["pipelines"].update({"order-events": c["pipelines"].pop("orders")}),
+        ["pipelines: Value error, pipeline names are lower_snake_case, found 'order-events'"],
+        id="dashed-pipeline-name",
+    ),
+    pytest.param(
+        lambda c: c.update(pipelines={}),
+        ["pipelines: Dictionary should have at least 1 item after validation, not 0"],
+        id="no-pipelines",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["decode"].pop("schema_file"),
+        [
+            "pipelines.orders.decode: Value error, exactly one of `schema_file` or "
+            "`schema_name` must be set"
+        ],
+        id="decode-neither-schema-file-nor-name",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["decode"].update(schema_name="orders"),
+        [
+            "pipelines.orders.decode: Value error, exactly one of `schema_file` or "
+            "`schema_name` must be set"
+        ],
+        id="decode-both-schema-file-and-name",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(decode={"wire_format": "plain_avro", "schema_name": "o"}),
+        ["pipelines.orders.decode: Value error, wire_format plain_avro needs `schema_file`"],
+        id="plain-avro-without-schema-file",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["decode"].update(confluent_schemas={"seven": "v7.avsc"}),
+        [
+            "pipelines.orders.decode.confluent_schemas.seven.[key]: Input should be a valid "
+            "integer, unable to parse string as an integer"
+        ],
+        id="confluent-id-not-an-integer",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(table="orders"),
+        [
+            "pipelines.orders.sink.table: Value error, expected `catalog.namespace.table`, "
+            "found 'orders'"
+        ],
+        id="unqualified-sink-table",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["dead_letter"].update(table="shop.orders_dlq"),
+        [
+            "pipelines.orders.dead_letter.table: Value error, expected "
+            "`catalog.namespace.table`, found 'shop.orders_dlq'"
+        ],
+        id="unqualified-dead-letter-table",
+    ),
+    pytest.param(
+        # table property values are strings; YAML `2` is an int and is not coerced
+        lambda c: _orders(c)["sink"].update(properties={"format-version": 2}),
+        ["pipelines.orders.sink.properties.format-version: Input should be a valid string"],
+        id="unquoted-number-in-string-map",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(trigger={"mode": "once"}),
+        ["pipelines.orders.trigger.mode: Input should be 'available_now' or 'processing_time'"],
+        id="unknown-trigger-mode",
+    ),
+    pytest.param(
+        lambda c: (_orders(c)["sink"].pop("table"), c["catalog"].pop("uri")),
+        [
+            "catalog: Value error, catalog type jdbc needs `uri`",
+            "pipelines.orders.sink.table: Field required",
+        ],
+        id="every-error-is-listed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "lines"), INVALID)
+def test_load_settings_invalid_config_names_dotted_keys(
+    tmp_path: Path, mutate: Mutation, lines: list[str]
+) -> None:
+    config = _minimal()
+    mutate(config)
+    path = _write(tmp_path, config)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert str(info.value) == "\n".join(
+        [f"config file {path} is invalid:", *(f"  {line}" for line in lines)]
+    )
+    assert isinstance(info.value.__cause__, ValidationError)
+
+
+def test_load_settings_minimal_config_fills_defaults(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, _minimal()), env={})
+
+    assert settings.pipeline("orders") == PipelineSettings.model_validate(
+        {
+            "source": {
+                "bootstrap_servers": "127.0.0.1:9092",
+                "topics": ["orders"],
+                "starting_offsets": "earliest",
+                "fail_on_data_loss": True,
+                "auth": {"mode": "plaintext", "tls": True},
+                "options": {},
+            },
+            "decode": {
+                "wire_format": "glue",
+                "schema_file": "schemas/orders.avsc",
+                "max_value_bytes": 8388608,
+            },
+            "sink": {"format": "iceberg", "table": "local.shop.orders", "partition_by": []},
+            "dead_letter": {"table": "local.shop.orders_dlq"},
+            "checkpoint": "/tmp/checkpoints/orders",
+            "trigger": {"mode": "processing_time", "interval": "30 seconds"},
+        }
+    )
+
+
+@pytest.mark.parametrize("table", ["local..orders", "local.shop.", ".shop.orders"])
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "etl/config.py SinkSettings._qualified only counts the dots (len(value.split('.')) "
+        "!= 3), so table names with an empty catalog, namespace or table part are accepted"
+    ),
+)
+def test_load_settings_table_with_empty_part_is_rejected(tmp_path: Path, table: str) -> None:
+    config = _minimal()
+    _orders(config)["sink"]["table"] = table
+    path = _write(tmp_path, config)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert str(info.value) == (
+        f"config file {path} is invalid:\n"
+        f"  pipelines.orders.sink.table: Value error, expected `catalog.namespace.table`, "
+        f"found {table!r}"
+    )
+
+
+# --- files that are missing or not YAML ----------------------------------------------------
+
+
+def test_load_settings_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert str(info.value) == (
+        f"config file: expected an existing YAML file, found nothing at {path}"
+    )
+
+
+def test_load_settings_not_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("spark:\n  conf: [unclosed\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert str(info.value) == (
+        f"config file {path}: cannot be parsed: while parsing a flow sequence\n"
+        f'  in "{path}", line 2, column 9\n'
+        "expected ',' or ']', but got '<stream end>'\n"
+        f'  in "{path}", line 3, column 1'
+    )
+    assert isinstance(info.value.__cause__, yaml.YAMLError)
+
+
+def test_load_settings_empty_file_lists_required_sections(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("# nothing yet\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert str(info.value) == (
+        f"config file {path} is invalid:\n  catalog: Field required\n  pipelines: Field required"
+    )
+
+
+@pytest.mark.parametrize("text", ["- orders\n- payments\n", "just text\n"])
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "etl/config.py load_settings: YAML whose top level is not a mapping surfaces "
+        "pydantic-settings' internal ValueError: 'cannot be parsed: dictionary update "
+        "sequence element #0 has length 1; 2 is required'"
+    ),
+)
+def test_load_settings_top_level_not_a_mapping_says_so(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+
+    assert "dictionary update sequence" not in str(info.value)
+
+
+# --- Settings behaviour --------------------------------------------------------------------
+
+
+def test_settings_pipeline_returns_the_named_pipeline() -> None:
+    settings = load_settings(CONF / "emr.yaml", env={})
+
+    assert settings.pipeline("payments") is settings.pipelines["payments"]
+
+
+def test_settings_pipeline_unknown_name_lists_known_pipelines() -> None:
+    settings = load_settings(CONF / "emr.yaml", env={})
+
+    with pytest.raises(
+        ConfigError, match=r"^pipelines\.nope: no such pipeline \(known: orders, payments\)$"
+    ) as info:
+        settings.pipeline("nope")
+
+    assert (info.value.__cause__, info.value.__suppress_context__) == (None, True)
+
+
+def test_settings_top_level_assignment_raises() -> None:
+    settings = load_settings(CONF / "local.yaml", env={})
+
+    with pytest.raises(ValidationError) as info:
+        settings.registry = settings.registry  # type: ignore[misc]
+
+    assert info.value.errors(include_url=False) == [
+        {
+            "type": "frozen_instance",
+            "loc": ("registry",),
+            "msg": "Instance is frozen",
+            "input": settings.registry,
+        }
+    ]
+
+
+def test_settings_nested_assignment_raises() -> None:
+    source = load_settings(CONF / "local.yaml", env={}).pipeline("orders").source
+
+    with pytest.raises(ValidationError) as info:
+        source.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]
+
+    assert info.value.errors(include_url=False) == [
+        {
+            "type": "frozen_instance",
+            "loc": ("bootstrap_servers",),
+            "msg": "Instance is frozen",
+            "input": "elsewhere:9092",
+        }
+    ]
+    assert source.bootstrap_servers == "127.0.0.1:9092"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "etl/config.py: frozen=True freezes attributes only; dict/list fields (pipelines, "
+        "options, properties, topics, spark.conf) stay mutable after parsing"
+    ),
+)
+def test_settings_pipelines_mapping_is_immutable() -> None:
+    settings = load_settings(CONF / "local.yaml", env={})
+
+    with pytest.raises(TypeError):
+        settings.pipelines["extra"] = settings.pipeline("orders")
+
+
+def test_settings_model_validate_applies_the_same_rules() -> None:
+    # the spark fixture builds Settings directly, without a file: same validation
+    config = _minimal()
+    _orders(config)["sink"]["table"] = "orders"
+
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate(config)
+
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
+        (
+            ("pipelines", "orders", "sink", "table"),
+            "Value error, expected `catalog.namespace.table`, found 'orders'",
+        )
+    ]

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pyspark
+
+from etl.devstack.packages import maven_dependencies
+from jobs.glue_ingest import ingest_argv
+
+
+def test_ingest_argv_keeps_only_our_flags() -> None:
+    argv = [
+        "--JOB_NAME", "orders-stream", "--conf", "glue.yaml", "--TempDir", "s3://t/",
+        "--pipeline=orders", "--job-bookmark-option", "job-bookmark-disable",
+        "--log-level", "DEBUG",
+    ]  # fmt: skip
+    assert ingest_argv(argv) == ["--conf", "glue.yaml", "--pipeline=orders", "--log-level", "DEBUG"]
+
+
+def test_maven_dependencies_match_pyspark_and_carry_exclusions() -> None:
+    packages, excludes = maven_dependencies()
+    spark_side = [p for p in packages if p.startswith("org.apache.spark:")]
+    # spark-sql-kafka and spark-avro must equal the pyspark version, or the JVM side breaks
+    assert spark_side == [
+        f"org.apache.spark:spark-sql-kafka-0-10_2.12:{pyspark.__version__}",
+        f"org.apache.spark:spark-avro_2.12:{pyspark.__version__}",
+    ]
+    assert "software.amazon.msk:aws-msk-iam-auth:2.3.2" in packages
+    assert {"software.amazon.awssdk:*", "com.fasterxml.jackson.core:*"} <= set(excludes)

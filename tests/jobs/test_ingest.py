@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs import ingest
+
+
+def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ingest.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--pipeline" in capsys.readouterr().out
+
+
+def test_main_invalid_config_returns_one_and_names_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(
+        "catalog: {warehouse: /tmp/w, type: hadoop}\n"
+        "pipelines:\n"
+        "  orders:\n"
+        "    source: {bootstrap_servers: 'x:1', topics: [t]}\n"
+        "    decode: {schema_file: schemas/orders.avsc}\n"
+        "    sink: {table: not_qualified}\n"
+        "    dead_letter: {table: a.b.c}\n"
+        "    checkpoint: /tmp/c\n"
+    )
+    assert ingest.main(["--conf", str(conf)]) == 1
+    assert "pipelines.orders.sink.table" in caplog.text
+
+
+def test_main_unknown_pipeline_returns_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert ingest.main(["--conf", "conf/local.yaml", "--pipeline", "nope"]) == 1
+    assert "pipelines.nope: no such pipeline (known: orders)" in caplog.text
