@@ -164,6 +164,14 @@ class TriggerSettings(_Model):
     interval: str = "30 seconds"
 
 
+class ExpectationSettings(_Model):
+    """A named SQL boolean check on decoded rows (false or null = violated)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    expr: str = Field(min_length=1)
+    action: Literal["warn", "drop", "fail"] = "warn"
+
+
 class PipelineSettings(_Model):
     """One Kafka topic set -> one table, with its own checkpoint."""
 
@@ -173,6 +181,16 @@ class PipelineSettings(_Model):
     dead_letter: DeadLetterSettings
     checkpoint: str
     trigger: TriggerSettings = TriggerSettings()
+    expectations: list[ExpectationSettings] = Field(default_factory=list)
+
+    @field_validator("expectations")
+    @classmethod
+    def _unique_names(cls, value: list[ExpectationSettings]) -> list[ExpectationSettings]:
+        names = [e.name for e in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"expectation names must be unique, found {duplicates} twice")
+        return value
 
 
 class SparkSettings(_Model):

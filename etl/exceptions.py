@@ -35,6 +35,14 @@ class SchemaError(EtlError, ValueError):
     """An Avro schema is invalid or cannot be used as asked."""
 
 
+class IncompatibleSchemaError(SchemaError):
+    """A writer schema version cannot be read into the table's schema."""
+
+
+class ExpectationFailedError(EtlError):
+    """An expectation with action `fail` was violated; the batch was not committed."""
+
+
 class SinkError(EtlError):
     """A table sink could not create, evolve or commit to its table."""
 

@@ -12,19 +12,23 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
 
 from etl.config import PipelineSettings, Settings, TableFormat
+from etl.exceptions import ConfigError, ExpectationFailedError
 from etl.kafka import kafka_source_options
 from etl.registry import SchemaResolver, build_resolver
+from etl.schema_evolution import ReaderSchema
 from etl.secrets import scram_credentials
 from etl.sinks import CommitInfo, TableSink, TableSpec, load_sink
 from transforms.decode import decode_avro, inflate_zlib
+from transforms.expectations import Action, Expectation, count_violations, flag_dropped
 from transforms.framing import parse_frame
-from transforms.routing import dead_letter_rows, table_rows
+from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -46,6 +50,7 @@ class BatchResult:
     written: int
     dead_lettered: int
     committed: bool
+    violations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,7 +60,7 @@ class BatchProcessor:
     name: str
     settings: PipelineSettings
     resolver: SchemaResolver
-    reader_schema: str
+    reader: ReaderSchema
     sink: TableSink
     dead_letter: TableSink
     clock: functools.partial[dt.datetime] = field(
@@ -78,8 +83,13 @@ class BatchProcessor:
         assert self._query_id is not None
         self.results.append(self.process(batch, batch_id, query_id=self._query_id))
 
+    @property
+    def expectations(self) -> list[Expectation]:
+        """The pipeline's expectations, typed for the transforms."""
+        return [Expectation(e.name, e.expr, Action(e.action)) for e in self.settings.expectations]
+
     def process(self, batch: DataFrame, batch_id: int, *, query_id: str) -> BatchResult:
-        """Frames, decodes and commits one batch of Kafka records.
+        """Frames, decodes, checks and commits one batch of Kafka records.
 
         Args:
             batch: Rows from Spark's Kafka source.
@@ -88,6 +98,10 @@ class BatchProcessor:
 
         Returns:
             The batch's counts.
+
+        Raises:
+            ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
+            RegistryUnavailableError: The registry stayed unreachable (nothing committed).
         """
         decode = self.settings.decode
         ingested_at = self.clock()
@@ -96,7 +110,7 @@ class BatchProcessor:
                 wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes
             )
         ).persist(StorageLevel.MEMORY_AND_DISK)
-        decoded: DataFrame | None = None
+        rows: DataFrame | None = None
         try:
             ids = [
                 row[0]
@@ -106,13 +120,28 @@ class BatchProcessor:
                 .collect()
             ]
             writers = self.resolver.resolve(ids)
-            decoded = (
+            rejected = self.reader.admit(writers)
+            for change in self.reader.changes:
+                log.info("%s: reader schema evolved: %s", self.name, change)
+            self.reader.changes.clear()
+            for version_id, reason in rejected.items():
+                log.warning("%s: schema version %s rejected: %s", self.name, version_id, reason)
+            rows = (
                 framed.transform(inflate_zlib(max_bytes=decode.max_value_bytes))
-                .transform(decode_avro(writer_schemas=writers, reader_schema=self.reader_schema))
+                .transform(
+                    decode_avro(
+                        writer_schemas=writers,
+                        reader_schema=self.reader.json(),
+                        rejected=rejected,
+                    )
+                )
+                .transform(flatten_decoded())
+                .transform(self._checked(flag_dropped(expectations=self.expectations)))
                 .persist(StorageLevel.MEMORY_AND_DISK)
             )
             read = framed.count()
-            dead = decoded.transform(
+            violations = self._violations(rows)
+            dead = rows.transform(
                 dead_letter_rows(pipeline=self.name, batch_id=batch_id, ingested_at=ingested_at)
             )
             dead_count = dead.count()
@@ -120,18 +149,63 @@ class BatchProcessor:
                 RECORDS_READ_KEY: str(read),
                 RECORDS_WRITTEN_KEY: str(read - dead_count),
                 RECORDS_DEAD_KEY: str(dead_count),
+                **{f"etl.expectation.{k}.violations": str(v) for k, v in violations.items()},
             }
             commit = CommitInfo(self.name, query_id, batch_id, extra=counts)
-            committed = self.sink.write_batch(decoded.transform(table_rows()), commit)
+            committed = self.sink.write_batch(rows.transform(table_rows()), commit)
             if dead_count:
                 self.dead_letter.write_batch(dead, commit)
         finally:
-            if decoded is not None:
-                decoded.unpersist()
+            if rows is not None:
+                rows.unpersist()
             framed.unpersist()
-        result = BatchResult(batch_id, read, read - dead_count, dead_count, committed)
+        result = BatchResult(batch_id, read, read - dead_count, dead_count, committed, violations)
         log.info("batch %s", json.dumps({"pipeline": self.name, **result.__dict__}))
         return result
+
+    def _violations(self, rows: DataFrame) -> dict[str, int]:
+        """Counts violations per expectation; raises for ``fail`` ones, logs ``warn`` ones."""
+        expectations = self.expectations
+        if not expectations:
+            return {}
+        counted = rows.transform(self._checked(count_violations(expectations=expectations))).first()
+        assert counted is not None
+        violations = {e.name: int(counted[e.name]) for e in expectations}
+        for e in expectations:
+            if not violations[e.name]:
+                continue
+            if e.action is Action.FAIL:
+                raise ExpectationFailedError(
+                    f"pipeline {self.name}: expectation '{e.name}' ({e.expr}) failed for "
+                    f"{violations[e.name]} rows; batch not committed"
+                )
+            if e.action is Action.WARN:
+                log.warning(
+                    "%s: expectation '%s' (%s) failed for %d rows (warn)",
+                    self.name,
+                    e.name,
+                    e.expr,
+                    violations[e.name],
+                )
+        return violations
+
+    def _checked(
+        self, transform: Callable[[DataFrame], DataFrame]
+    ) -> Callable[[DataFrame], DataFrame]:
+        """Wraps an expectation transform so a bad SQL expression names its config key."""
+
+        def _run(df: DataFrame) -> DataFrame:
+            try:
+                return transform(df)
+            except Exception as err:
+                if type(err).__name__ not in ("AnalysisException", "ParseException"):
+                    raise
+                raise ConfigError(
+                    f"pipelines.{self.name}.expectations: an expression does not compile "
+                    f"against the decoded columns: {str(err).splitlines()[0]}"
+                ) from err
+
+        return _run
 
 
 def build_processor(settings: Settings, name: str) -> BatchProcessor:
@@ -154,7 +228,9 @@ def build_processor(settings: Settings, name: str) -> BatchProcessor:
             {"format-version": "2"},
         ),
     )
-    return BatchProcessor(name, pipeline, resolver, reader_schema, sink, dead_letter)
+    return BatchProcessor(
+        name, pipeline, resolver, ReaderSchema.from_json(reader_schema), sink, dead_letter
+    )
 
 
 def start_pipeline(

@@ -43,18 +43,21 @@ def decode_avro(
     *,
     writer_schemas: Mapping[str, str],
     reader_schema: str,
+    rejected: Mapping[str, str] | None = None,
     payload_col: str = "_payload",
     schema_id_col: str = "_schema_id",
 ) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform decoding ``payload_col`` into a struct column ``_record``.
 
-    Rows whose frame already failed keep their error. Rows whose schema id is not in
-    ``writer_schemas`` get ``UNKNOWN_SCHEMA``; bodies that do not decode get ``DECODE_ERROR``;
-    ``_record`` is null for every failed row.
+    Rows whose frame already failed keep their error. Rows of a ``rejected`` version get
+    ``INCOMPATIBLE_SCHEMA``; rows whose schema id is not in ``writer_schemas`` get
+    ``UNKNOWN_SCHEMA``; bodies that do not decode get ``DECODE_ERROR``; ``_record`` is null
+    for every failed row.
 
     Args:
         writer_schemas: Schema id -> writer schema JSON, for the ids the registry resolved.
         reader_schema: The table's Avro schema JSON (all versions are resolved onto it).
+        rejected: Schema id -> why that version cannot be read into the reader schema.
         payload_col: Binary column with the uncompressed Avro body.
         schema_id_col: String column with the schema id.
 
@@ -63,6 +66,8 @@ def decode_avro(
     """
     reader = with_decoded_marker(reader_schema)
     options = {"avroSchema": reader, "mode": "PERMISSIVE"}
+    rejected = dict(rejected or {})
+    writer_schemas = {k: v for k, v in writer_schemas.items() if k not in rejected}
     payload = F.col(payload_col)
     schema_id = F.col(schema_id_col)
 
@@ -74,7 +79,16 @@ def decode_avro(
                 schema_id == version_id, from_avro(payload, writer, options)
             ).otherwise(decoded)
         framed_ok = F.col("_error_class").isNull()
-        unknown = framed_ok & F.col(RECORD_COL).isNull()
+        incompatible: Column = F.lit(None).cast("string")
+        for version_id, reason in sorted(rejected.items()):
+            incompatible = F.when(
+                schema_id == version_id,
+                F.lit(
+                    f"schema version {version_id} is incompatible with the table schema: {reason}"
+                ),
+            ).otherwise(incompatible)
+        is_incompatible = framed_ok & incompatible.isNotNull()
+        unknown = framed_ok & ~is_incompatible & F.col(RECORD_COL).isNull()
         corrupt = (
             framed_ok
             & F.col(RECORD_COL).isNotNull()
@@ -84,7 +98,8 @@ def decode_avro(
             df.withColumn(RECORD_COL, F.when(framed_ok & payload.isNotNull(), decoded))
             .withColumn(
                 "_error_message",
-                F.when(
+                F.when(is_incompatible, incompatible)
+                .when(
                     unknown,
                     F.concat(F.lit("schema version "), schema_id, F.lit(" is not in the registry")),
                 )
@@ -98,7 +113,8 @@ def decode_avro(
             )
             .withColumn(
                 "_error_class",
-                F.when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
+                F.when(is_incompatible, F.lit(ErrorClass.INCOMPATIBLE_SCHEMA.value))
+                .when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
                 .when(corrupt, F.lit(ErrorClass.DECODE_ERROR.value))
                 .otherwise(F.col("_error_class")),
             )

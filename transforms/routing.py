@@ -47,11 +47,19 @@ DEAD_LETTER_SCHEMA = StructType(
 )
 
 
-def table_rows() -> Callable[[DataFrame], DataFrame]:
-    """Returns a transform keeping decoded rows: record fields first, then Kafka metadata."""
+ERROR_COLUMNS = ("_error_class", "_error_message")
+
+
+def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform lifting the decoded record's fields to top-level columns.
+
+    Kafka's own columns are renamed first (``_kafka_*``) so a payload field named ``key``,
+    ``value`` or ``topic`` cannot clash with them; expectations then read payload fields by
+    their plain names.
+    """
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(F.col("_error_class").isNull()).select(
+        return df.select(
             f"{RECORD_COL}.*",
             F.col("key").alias("_kafka_key"),
             F.col("topic").alias("_kafka_topic"),
@@ -59,7 +67,18 @@ def table_rows() -> Callable[[DataFrame], DataFrame]:
             F.col("offset").alias("_kafka_offset"),
             F.col("timestamp").alias("_kafka_timestamp"),
             F.col("_schema_id").alias("_schema_version_id"),
+            F.col("value").alias("_kafka_value"),
+            *ERROR_COLUMNS,
         )
+
+    return _transform
+
+
+def table_rows() -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform keeping good rows of a flattened frame: fields, then Kafka metadata."""
+
+    def _transform(df: DataFrame) -> DataFrame:
+        return df.where(F.col("_error_class").isNull()).drop("_kafka_value", *ERROR_COLUMNS)
 
     return _transform
 
@@ -75,7 +94,8 @@ def dead_letter_rows(
         ingested_at: When the batch ran (passed in: transforms read no clock).
 
     Returns:
-        A function for ``df.transform(...)`` yielding ``DEAD_LETTER_SCHEMA`` columns.
+        A function for ``df.transform(...)`` over a ``flatten_decoded`` frame, yielding
+        ``DEAD_LETTER_SCHEMA`` columns.
     """
 
     def _transform(df: DataFrame) -> DataFrame:
@@ -83,13 +103,13 @@ def dead_letter_rows(
             F.lit(pipeline).alias("pipeline"),
             F.lit(batch_id).cast("long").alias("batch_id"),
             F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
-            F.col("topic"),
-            F.col("partition").cast("int").alias("partition"),
-            F.col("offset").cast("long").alias("offset"),
-            F.col("timestamp").alias("kafka_timestamp"),
-            F.col("key"),
-            F.col("value"),
-            F.col("_schema_id").alias("schema_version_id"),
+            F.col("_kafka_topic").alias("topic"),
+            F.col("_kafka_partition").cast("int").alias("partition"),
+            F.col("_kafka_offset").cast("long").alias("offset"),
+            F.col("_kafka_timestamp").alias("kafka_timestamp"),
+            F.col("_kafka_key").alias("key"),
+            F.col("_kafka_value").alias("value"),
+            F.col("_schema_version_id").alias("schema_version_id"),
             F.col("_error_class").alias("error_class"),
             F.col("_error_message").alias("error_message"),
         )

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 
+# Let each write add columns and widen types the way the evolved reader schema does
+# (Iceberg's own schema merge), and leave columns absent from a batch null.
+EVOLVE_PROPERTY = "write.spark.accept-any-schema"
+WRITE_OPTIONS = {"merge-schema": "true", "check-ordering": "false"}
+
+
 class IcebergSink(TableSink):
     """Appends to an Iceberg table through Spark's Iceberg catalog."""
 
@@ -30,11 +36,19 @@ class IcebergSink(TableSink):
         statement = f"CREATE TABLE IF NOT EXISTS {self.spec.table} ({columns}) USING iceberg"
         if self.spec.partition_by:
             statement += f" PARTITIONED BY ({', '.join(self.spec.partition_by)})"
-        if self.spec.properties:
-            props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(self.spec.properties.items()))
-            statement += f" TBLPROPERTIES ({props})"
+        properties = {**self.spec.properties, EVOLVE_PROPERTY: "true"}
+        props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
+        statement += f" TBLPROPERTIES ({props})"
         try:
             spark.sql(statement)
+            current = {
+                r["key"]: r["value"]
+                for r in spark.sql(f"SHOW TBLPROPERTIES {self.spec.table}").collect()
+            }
+            if current.get(EVOLVE_PROPERTY) != "true":  # a table created elsewhere
+                spark.sql(
+                    f"ALTER TABLE {self.spec.table} SET TBLPROPERTIES ('{EVOLVE_PROPERTY}'='true')"
+                )
         except Exception as err:
             raise SinkError(f"{self.spec.table}: cannot create table: {err}") from err
 
@@ -51,4 +65,4 @@ class IcebergSink(TableSink):
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends in one snapshot whose summary carries the commit properties."""
         options = {f"snapshot-property.{k}": v for k, v in commit.properties().items()}
-        df.writeTo(self.spec.table).options(**options).append()
+        df.writeTo(self.spec.table).options(**WRITE_OPTIONS, **options).append()

@@ -24,6 +24,7 @@ from pyspark.sql.types import (
 from etl.config import PipelineSettings
 from etl.pipeline import BatchProcessor
 from etl.registry import FileSchemas, read_avsc
+from etl.schema_evolution import ReaderSchema
 from etl.sample_data import orders
 from etl.sinks import TableSpec
 from etl.sinks.iceberg import IcebergSink
@@ -61,24 +62,27 @@ def _processor(name: str) -> BatchProcessor:
         name=name,
         settings=settings,
         resolver=FileSchemas({VERSION: SCHEMA}),
-        reader_schema=SCHEMA,
+        reader=ReaderSchema.from_json(SCHEMA),
         sink=IcebergSink(TableSpec(f"local.unit.{name}", ("days(order_ts)",))),
         dead_letter=IcebergSink(TableSpec(f"local.unit.{name}_dlq")),
         clock=functools.partial(lambda: NOW),
     )
 
 
-def _kafka_batch(spark: SparkSession, values: list[bytes | None], first_offset: int = 0) -> DataFrame:
+def _kafka_batch(
+    spark: SparkSession, values: list[bytes | None], first_offset: int = 0
+) -> DataFrame:
     ts = dt.datetime(2026, 11, 25, 11, 0)
-    rows = [
-        (f"k{i}".encode(), v, "t", 0, first_offset + i, ts, 0) for i, v in enumerate(values)
-    ]
+    rows = [(f"k{i}".encode(), v, "t", 0, first_offset + i, ts, 0) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, KAFKA)
 
 
 def _frames(records: list[dict[str, Any]]) -> list[bytes | None]:
     parsed = fastavro.parse_schema(json.loads(SCHEMA))
-    return [encode_glue(avro_body(parsed, r), VERSION, compress=i % 2 == 0) for i, r in enumerate(records)]
+    return [
+        encode_glue(avro_body(parsed, r), VERSION, compress=i % 2 == 0)
+        for i, r in enumerate(records)
+    ]
 
 
 def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession) -> None:
@@ -107,10 +111,32 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
     dlq = spark.table("local.unit.mixed_dlq").drop("kafka_timestamp").orderBy("offset")
     expected_dlq = spark.createDataFrame(
         [
-            ("mixed", 0, NOW.replace(tzinfo=None), "t", 0, 6, b"k6", None, None,
-             "NULL_VALUE", "record value is null (tombstone)"),
-            ("mixed", 0, NOW.replace(tzinfo=None), "t", 0, 7, b"k7", poison[1], str(bad_version),
-             "UNKNOWN_SCHEMA", f"schema version {bad_version} is not in the registry"),
+            (
+                "mixed",
+                0,
+                NOW.replace(tzinfo=None),
+                "t",
+                0,
+                6,
+                b"k6",
+                None,
+                None,
+                "NULL_VALUE",
+                "record value is null (tombstone)",
+            ),
+            (
+                "mixed",
+                0,
+                NOW.replace(tzinfo=None),
+                "t",
+                0,
+                7,
+                b"k7",
+                poison[1],
+                str(bad_version),
+                "UNKNOWN_SCHEMA",
+                f"schema version {bad_version} is not in the registry",
+            ),
         ],
         "pipeline string, batch_id long, ingested_at timestamp, topic string, partition int, "
         "offset long, key binary, value binary, schema_version_id string, error_class string, "
@@ -140,7 +166,10 @@ def test_process_replayed_batch_is_not_committed_twice(spark: SparkSession) -> N
     )
 
     assert (replayed.committed, later.committed) == (False, True)
-    ids = [r[0] for r in spark.table("local.unit.replay").orderBy("order_id").select("order_id").collect()]
+    ids = [
+        r[0]
+        for r in spark.table("local.unit.replay").orderBy("order_id").select("order_id").collect()
+    ]
     assert ids == ["o-0", "o-1", "o-2", "o-3", "o-4", "o-5"]
     snapshots = spark.sql(
         "SELECT summary['etl.batch-id'] FROM local.unit.replay.snapshots ORDER BY committed_at"

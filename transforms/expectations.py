@@ -1,0 +1,95 @@
+"""Expectations: named SQL boolean expressions over decoded rows.
+
+A row *violates* an expectation when the expression is false **or null** (a check on a
+missing value fails; write ``col IS NULL OR ...`` to allow nulls). Actions:
+``warn`` counts and logs, ``drop`` sends the row to the dead-letter table, ``fail`` stops the
+query before anything of the batch is committed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from transforms.errors import ErrorClass
+
+
+class Action(enum.StrEnum):
+    """What a violation does."""
+
+    WARN = "warn"
+    DROP = "drop"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One named check."""
+
+    name: str
+    expr: str
+    action: Action
+
+
+def _violates(expectation: Expectation) -> Column:
+    """True when the row fails the check (false or null)."""
+    return ~F.coalesce(F.expr(expectation.expr).cast("boolean"), F.lit(False))
+
+
+def flag_dropped(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform marking rows that violate a ``drop`` expectation as dead letters.
+
+    The first violated ``drop`` expectation (in declaration order) names the error; rows that
+    already failed earlier keep their error.
+    """
+    drops = [e for e in expectations if e.action is Action.DROP]
+
+    def _transform(df: DataFrame) -> DataFrame:
+        if not drops:
+            return df
+        message: Column = F.lit(None).cast("string")
+        for expectation in reversed(drops):
+            message = F.when(
+                _violates(expectation),
+                F.lit(f"expectation '{expectation.name}' failed: {expectation.expr}"),
+            ).otherwise(message)
+        ok = F.col("_error_class").isNull()
+        return df.withColumn("_expectation_message", F.when(ok, message)).select(
+            *[c for c in df.columns if c not in ("_error_class", "_error_message")],
+            F.when(
+                F.col("_expectation_message").isNotNull(),
+                F.lit(ErrorClass.EXPECTATION_FAILED.value),
+            )
+            .otherwise(F.col("_error_class"))
+            .alias("_error_class"),
+            F.coalesce(F.col("_expectation_message"), F.col("_error_message")).alias(
+                "_error_message"
+            ),
+        )
+
+    return _transform
+
+
+def count_violations(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform aggregating, per expectation, how many decoded rows violate it.
+
+    The result has one row and one long column per expectation, named after it. Rows that
+    failed before the expectations (framing, decoding) are not counted.
+    """
+
+    def _transform(df: DataFrame) -> DataFrame:
+        decoded = F.col("_error_class").isNull() | (
+            F.col("_error_class") == ErrorClass.EXPECTATION_FAILED.value
+        )
+        return df.agg(
+            *[
+                F.sum(F.when(decoded & _violates(e), 1).otherwise(0)).cast("long").alias(e.name)
+                for e in expectations
+            ]
+        )
+
+    return _transform
