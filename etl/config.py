@@ -9,15 +9,21 @@ YAML: the models name the environment variable or the Secrets Manager secret tha
 from __future__ import annotations
 
 import enum
+import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -141,7 +147,7 @@ class SinkSettings(_Model):
     @field_validator("table")
     @classmethod
     def _qualified(cls, value: str) -> str:
-        if len(value.split(".")) != 3:
+        if len(value.split(".")) != 3 or not all(value.split(".")):
             raise ValueError(f"expected `catalog.namespace.table`, found {value!r}")
         return value
 
@@ -255,6 +261,7 @@ class Settings(BaseSettings):
         extra="forbid",
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        env_parse_none_str="null",
         case_sensitive=False,
     )
 
@@ -298,6 +305,7 @@ def load_settings(path: str | Path, *, env: dict[str, str] | None = None) -> Set
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file: expected an existing YAML file, found nothing at {path}")
+    _check_top_level(path)
 
     class _FromFile(Settings):
         @classmethod
@@ -310,21 +318,80 @@ def load_settings(path: str | Path, *, env: dict[str, str] | None = None) -> Set
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
-            if env is not None:
-                return (_MappingEnvSource(settings_cls, env), yaml_source)
-            return (env_settings, yaml_source)
+            environ = dict(os.environ) if env is None else env
+            return (_MappingEnvSource(settings_cls, environ), yaml_source)
 
     try:
         parsed = _FromFile()
     except ValidationError as err:
         raise ConfigError(_describe(err, path)) from err
-    except Exception as err:  # yaml.YAMLError and friends: name the file, keep the cause
-        raise ConfigError(f"config file {path}: cannot be parsed: {err}") from err
+    except SettingsError as err:  # an ETL__ value that is not valid JSON for a list/dict key
+        keys = _unparsable_env_keys(os.environ if env is None else env)
+        named = ", ".join(keys) or "an ETL__ environment override"
+        raise ConfigError(
+            f"{named}: expected a JSON list/object in the environment override, found other text"
+        ) from err
     return parsed
 
 
+def _check_top_level(path: Path) -> None:
+    """Fails clearly when the file is not YAML or not a mapping at the top."""
+    try:
+        with path.open() as stream:
+            data = yaml.safe_load(stream)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: cannot be parsed: {err}") from err
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of settings at the top level, "
+            f"found a {type(data).__name__}"
+        )
+
+
+def _unparsable_env_keys(env: Mapping[str, str]) -> list[str]:
+    """Dotted keys of ETL__ overrides whose field is a list/dict but whose value is not JSON."""
+    keys = []
+    for name, value in env.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if _is_container(Settings, path):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError:
+                keys.append(".".join(path))
+    return sorted(keys)
+
+
+def _is_container(model: type[BaseModel], path: list[str]) -> bool:
+    """Whether the field at ``path`` under ``model`` is a list or dict (walks nested models)."""
+    annotation: Any = model
+    for i, part in enumerate(path):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return False
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]  # a free key such as a pipeline name
+        else:
+            return False
+        while get_origin(annotation) in (Union, UnionType):  # X | None
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        if i == len(path) - 1:
+            return get_origin(annotation) in (list, dict)
+    return False
+
+
+def _nulls(value: Any) -> Any:
+    """Turns the string ``null`` into None at any depth (an override can clear a key)."""
+    if isinstance(value, dict):
+        return {k: _nulls(v) for k, v in value.items()}
+    return None if value == "null" else value
+
+
 class _MappingEnvSource(PydanticBaseSettingsSource):
-    """An env source reading a given mapping, so tests need not touch os.environ."""
+    """The ETL__ env source over a given mapping (os.environ, or a test's dict)."""
 
     def __init__(self, settings_cls: type[BaseSettings], env: dict[str, str]) -> None:
         super().__init__(settings_cls)
@@ -334,6 +401,7 @@ class _MappingEnvSource(PydanticBaseSettingsSource):
             settings_cls,
             env_prefix=ENV_PREFIX,
             env_nested_delimiter="__",
+            env_parse_none_str="null",
             case_sensitive=False,
         )
         self._inner.env_vars = {k.lower(): v for k, v in env.items()}
@@ -342,7 +410,8 @@ class _MappingEnvSource(PydanticBaseSettingsSource):
         return self._inner.get_field_value(field, field_name)
 
     def __call__(self) -> dict[str, Any]:
-        return self._inner()
+        result: dict[str, Any] = _nulls(self._inner())
+        return result
 
 
 def _describe(err: ValidationError, path: Path) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from etl.config import AwsSettings, DecodeSettings, RegistrySettings, WireFormat
 from etl.exceptions import (
@@ -56,8 +56,8 @@ class GlueSchemaRegistry:
         """
         self._client = client
         self._registry_name = registry_name
+        # no negative cache: a version registered after a miss must be found on the next batch
         self._cache: dict[str, str] = {}
-        self._missing: set[str] = set()
         self.calls = 0
 
     def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
@@ -121,6 +121,10 @@ class GlueSchemaRegistry:
                     f"{what}: registry still answering {code} after retries"
                 ) from err
             raise SchemaRegistryError(f"{what}: registry refused with {code}") from err
+        except NoCredentialsError as err:
+            raise SchemaRegistryError(
+                f"{what}: no AWS credentials found to sign the request"
+            ) from err
         except BotoCoreError as err:
             raise RegistryUnavailableError(
                 f"{what}: schema registry unreachable after retries ({type(err).__name__})"
@@ -162,7 +166,8 @@ def glue_client(aws: AwsSettings, registry: RegistrySettings) -> GlueClient:
     session = boto3.Session(profile_name=aws.profile) if aws.profile else boto3.Session()
     config = Config(
         region_name=aws.region,
-        retries={"mode": "standard", "max_attempts": registry.max_attempts},
+        # total_max_attempts counts the first try too (botocore's max_attempts does not)
+        retries={"mode": "standard", "total_max_attempts": registry.max_attempts},
         connect_timeout=registry.connect_timeout_s,
         read_timeout=registry.read_timeout_s,
     )

@@ -165,8 +165,7 @@ def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: l
             fields.append(rf)
         else:
             raise IncompatibleSchemaError(
-                f"{path}.{name}: required by the table schema (no default), "
-                "missing in the writer"
+                f"{path}.{name}: required by the table schema (no default), missing in the writer"
             )
     known = {f["name"] for f in r["fields"]}
     for wf in w["fields"]:

@@ -67,6 +67,7 @@ LOCAL_ORDERS: dict[str, Any] = {
     "dead_letter": {"table": "local.shop.orders_dlq"},
     "checkpoint": ".checkpoints/orders",
     "trigger": {"mode": "available_now", "interval": "30 seconds"},
+    "expectations": [],
 }
 
 
@@ -199,6 +200,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                 "dead_letter": {"table": "lake.shop.orders_dlq"},
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
+                "expectations": [],
             },
             "payments": {
                 "source": {
@@ -236,6 +238,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                 "dead_letter": {"table": "lake.finance.payments_dlq"},
                 "checkpoint": "s3://my-lake/checkpoints/payments",
                 "trigger": {"mode": "processing_time", "interval": "5 minutes"},
+                "expectations": [],
             },
         },
     }
@@ -301,6 +304,7 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                 "dead_letter": {"table": "lake.shop.orders_dlq"},
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
+                "expectations": [],
             }
         },
     }
@@ -344,7 +348,10 @@ def test_load_settings_env_overrides_nested_auth_block() -> None:
 def test_load_settings_env_overrides_top_level_section_key() -> None:
     settings = load_settings(
         CONF / "local.yaml",
-        env={"ETL__AWS__ENDPOINT_URL": "http://127.0.0.1:45678", "ETL__REGISTRY__MAX_ATTEMPTS": "9"},
+        env={
+            "ETL__AWS__ENDPOINT_URL": "http://127.0.0.1:45678",
+            "ETL__REGISTRY__MAX_ATTEMPTS": "9",
+        },
     )
 
     assert (settings.aws.model_dump(), settings.registry.model_dump()) == (
@@ -419,13 +426,6 @@ def test_load_settings_env_json_null_clears_a_list_key() -> None:
     assert (source.topics, source.topic_pattern) == (None, "orders.*")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "etl/config.py Settings.model_config sets no env_parse_none_str: ETL__AWS__ENDPOINT_URL"
-        "=null gives the string 'null', so no env override can reset an optional scalar key"
-    ),
-)
 def test_load_settings_env_null_clears_an_optional_scalar_key() -> None:
     settings = load_settings(CONF / "local.yaml", env={"ETL__AWS__ENDPOINT_URL": "null"})
 
@@ -456,14 +456,6 @@ def test_load_settings_env_unknown_nested_key_is_rejected() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "etl/config.py load_settings: the catch-all `except Exception` turns pydantic-settings' "
-        "SettingsError for a non-JSON list env value into 'config file …: cannot be parsed: "
-        "error parsing value for field \"pipelines\" …', blaming the file and naming no key"
-    ),
-)
 def test_load_settings_env_non_json_list_error_names_the_dotted_key() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(
@@ -568,10 +560,7 @@ INVALID: list[Any] = [
     ),
     pytest.param(
         lambda c: _orders(c)["source"].update(auth={"mode": "kerberos"}),
-        [
-            "pipelines.orders.source.auth.mode: Input should be 'plaintext', 'tls', 'scram' "
-            "or 'iam'"
-        ],
+        ["pipelines.orders.source.auth.mode: Input should be 'plaintext', 'tls', 'scram' or 'iam'"],
         id="unknown-auth-mode",
     ),
     pytest.param(
@@ -705,18 +694,12 @@ def test_load_settings_minimal_config_fills_defaults(tmp_path: Path) -> None:
             "dead_letter": {"table": "local.shop.orders_dlq"},
             "checkpoint": "/tmp/checkpoints/orders",
             "trigger": {"mode": "processing_time", "interval": "30 seconds"},
+            "expectations": [],
         }
     )
 
 
 @pytest.mark.parametrize("table", ["local..orders", "local.shop.", ".shop.orders"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "etl/config.py SinkSettings._qualified only counts the dots (len(value.split('.')) "
-        "!= 3), so table names with an empty catalog, namespace or table part are accepted"
-    ),
-)
 def test_load_settings_table_with_empty_part_is_rejected(tmp_path: Path, table: str) -> None:
     config = _minimal()
     _orders(config)["sink"]["table"] = table
@@ -775,14 +758,6 @@ def test_load_settings_empty_file_lists_required_sections(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("text", ["- orders\n- payments\n", "just text\n"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "etl/config.py load_settings: YAML whose top level is not a mapping surfaces "
-        "pydantic-settings' internal ValueError: 'cannot be parsed: dictionary update "
-        "sequence element #0 has length 1; 2 is required'"
-    ),
-)
 def test_load_settings_top_level_not_a_mapping_says_so(tmp_path: Path, text: str) -> None:
     path = tmp_path / "settings.yaml"
     path.write_text(text)

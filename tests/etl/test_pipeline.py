@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import fastavro
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
@@ -22,10 +23,11 @@ from pyspark.sql.types import (
 )
 
 from etl.config import PipelineSettings
+from etl.exceptions import ConfigError, ExpectationFailedError
 from etl.pipeline import BatchProcessor
 from etl.registry import FileSchemas, read_avsc
-from etl.schema_evolution import ReaderSchema
 from etl.sample_data import orders
+from etl.schema_evolution import ReaderSchema
 from etl.sinks import TableSpec
 from etl.sinks.iceberg import IcebergSink
 from etl.wire import avro_body, encode_glue
@@ -48,7 +50,12 @@ KAFKA = StructType(
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
-def _processor(name: str) -> BatchProcessor:
+def _processor(
+    name: str,
+    *,
+    expectations: list[dict[str, str]] | None = None,
+    schemas: dict[str, str] | None = None,
+) -> BatchProcessor:
     settings = PipelineSettings.model_validate(
         {
             "source": {"bootstrap_servers": "unused:9092", "topics": ["t"]},
@@ -56,12 +63,13 @@ def _processor(name: str) -> BatchProcessor:
             "sink": {"table": f"local.unit.{name}"},
             "dead_letter": {"table": f"local.unit.{name}_dlq"},
             "checkpoint": "/unused",
+            "expectations": expectations or [],
         }
     )
     return BatchProcessor(
         name=name,
         settings=settings,
-        resolver=FileSchemas({VERSION: SCHEMA}),
+        resolver=FileSchemas({VERSION: SCHEMA, **(schemas or {})}),
         reader=ReaderSchema.from_json(SCHEMA),
         sink=IcebergSink(TableSpec(f"local.unit.{name}", ("days(order_ts)",))),
         dead_letter=IcebergSink(TableSpec(f"local.unit.{name}_dlq")),
@@ -77,10 +85,12 @@ def _kafka_batch(
     return spark.createDataFrame(rows, KAFKA)
 
 
-def _frames(records: list[dict[str, Any]]) -> list[bytes | None]:
-    parsed = fastavro.parse_schema(json.loads(SCHEMA))
+def _frames(
+    records: list[dict[str, Any]], schema: str = SCHEMA, version: str = VERSION
+) -> list[bytes | None]:
+    parsed = fastavro.parse_schema(json.loads(schema))
     return [
-        encode_glue(avro_body(parsed, r), VERSION, compress=i % 2 == 0)
+        encode_glue(avro_body(parsed, r), version, compress=i % 2 == 0)
         for i, r in enumerate(records)
     ]
 
@@ -192,3 +202,109 @@ def test_batch_processor_call_records_results_once_bound(spark: SparkSession) ->
     assert [(r.batch_id, r.read, r.written, r.committed) for r in processor.results] == [
         (0, 2, 2, True)
     ]
+
+
+def _evolved(change: Any) -> str:
+    """orders.avsc with a change applied to its parsed JSON."""
+    schema = json.loads(SCHEMA)
+    change(schema)
+    return json.dumps(schema)
+
+
+def test_process_evolves_the_table_for_a_compatible_new_version(spark: SparkSession) -> None:
+    def v2_change(schema: dict[str, Any]) -> None:
+        fields = {f["name"]: f for f in schema["fields"]}
+        fields["quantity"]["type"] = "long"  # widened
+        fields["status"]["type"]["symbols"].append("RETURNED")  # new enum symbol
+        schema["fields"].append({"name": "channel", "type": "string"})  # new field
+
+    v2 = _evolved(v2_change)
+    v2_id = "5a1e0000-0000-4000-8000-000000000002"
+    processor = _processor("evolve", schemas={v2_id: v2})
+    processor.process(_kafka_batch(spark, _frames(orders(2))), 0, query_id="q")
+    new_rows = [
+        {**r, "quantity": 2**40, "status": "RETURNED", "channel": "app"} for r in orders(2, start=2)
+    ]
+    result = processor.process(
+        _kafka_batch(spark, _frames(new_rows, v2, v2_id), first_offset=2), 1, query_id="q"
+    )
+
+    assert (result.written, result.dead_lettered) == (2, 0)
+    table = spark.table("local.unit.evolve")
+    assert dict(table.dtypes)["quantity"] == "bigint"
+    got = table.select("order_id", "quantity", "status", "channel").orderBy("order_id").collect()
+    old = orders(2)
+    assert [tuple(r) for r in got] == [
+        ("o-0", old[0]["quantity"], old[0]["status"], None),
+        ("o-1", old[1]["quantity"], old[1]["status"], None),
+        ("o-2", 2**40, "RETURNED", "app"),
+        ("o-3", 2**40, "RETURNED", "app"),
+    ]
+
+
+def test_process_dead_letters_an_incompatible_version_and_keeps_going(
+    spark: SparkSession,
+) -> None:
+    def bad_change(schema: dict[str, Any]) -> None:
+        next(f for f in schema["fields"] if f["name"] == "customer_id")["type"] = "string"
+
+    bad = _evolved(bad_change)
+    bad_id = "5a1e0000-0000-4000-8000-0000000000ba"
+    processor = _processor("incompatible", schemas={bad_id: bad})
+    bad_rows = [{**r, "customer_id": "c-1"} for r in orders(1, start=50)]
+    values = _frames(orders(2)) + _frames(bad_rows, bad, bad_id)
+
+    result = processor.process(_kafka_batch(spark, values), 0, query_id="q")
+
+    assert (result.read, result.written, result.dead_lettered) == (3, 2, 1)
+    dlq = spark.table("local.unit.incompatible_dlq").select("error_class", "error_message")
+    assert [tuple(r) for r in dlq.collect()] == [
+        (
+            "INCOMPATIBLE_SCHEMA",
+            f"schema version {bad_id} is incompatible with the table schema: "
+            "Order.customer_id: type changed from long to string",
+        )
+    ]
+
+
+def test_process_expectations_drop_warn_and_count(spark: SparkSession) -> None:
+    processor = _processor(
+        "expect",
+        expectations=[
+            {"name": "has_email", "expr": "customer_email IS NOT NULL", "action": "drop"},
+            {"name": "few_items", "expr": "quantity < 5", "action": "warn"},
+        ],
+    )
+    records = orders(10)
+    result = processor.process(_kafka_batch(spark, _frames(records)), 0, query_id="q")
+
+    no_email = sum(r["customer_email"] is None for r in records)
+    many = sum(r["quantity"] >= 5 for r in records)
+    assert no_email and many  # the sample data exercises both
+    assert (result.written, result.dead_lettered) == (10 - no_email, no_email)
+    assert result.violations == {"has_email": no_email, "few_items": many}
+    dlq = spark.table("local.unit.expect_dlq").select("error_class", "error_message").distinct()
+    assert [tuple(r) for r in dlq.collect()] == [
+        ("EXPECTATION_FAILED", "expectation 'has_email' failed: customer_email IS NOT NULL")
+    ]
+    summary = spark.sql("SELECT summary FROM local.unit.expect.snapshots").first()
+    assert summary is not None
+    assert summary[0]["etl.expectation.few_items.violations"] == str(many)
+
+
+def test_process_fail_expectation_raises_and_commits_nothing(spark: SparkSession) -> None:
+    processor = _processor(
+        "expect_fail", expectations=[{"name": "cheap", "expr": "amount < 10", "action": "fail"}]
+    )
+    with pytest.raises(ExpectationFailedError, match=r"expectation 'cheap' \(amount < 10\) failed"):
+        processor.process(_kafka_batch(spark, _frames(orders(5))), 0, query_id="q")
+    assert not spark.catalog.tableExists("local.unit.expect_fail")
+
+
+def test_process_bad_expectation_expression_names_the_config_key(spark: SparkSession) -> None:
+    processor = _processor(
+        "expect_bad",
+        expectations=[{"name": "oops", "expr": "no_such_column > 1", "action": "drop"}],
+    )
+    with pytest.raises(ConfigError, match=r"^pipelines\.expect_bad\.expectations: "):
+        processor.process(_kafka_batch(spark, _frames(orders(1))), 0, query_id="q")

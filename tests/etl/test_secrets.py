@@ -98,9 +98,7 @@ def test_scram_credentials_env_unset_falls_back_to_secret(
     secret_id = _create_secret(local_stack, json.dumps({"password": SECRET_VALUE}))
     auth = _scram(username="etl-from-yaml", password_env=PASSWORD_ENV, secret_id=secret_id)
 
-    credentials = scram_credentials(
-        auth, endpoint_url=local_stack.info.aws_endpoint, region=REGION
-    )
+    credentials = scram_credentials(auth, endpoint_url=local_stack.info.aws_endpoint, region=REGION)
 
     assert credentials == ("etl-from-yaml", SECRET_VALUE)
 

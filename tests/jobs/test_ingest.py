@@ -32,6 +32,8 @@ def test_main_invalid_config_returns_one_and_names_the_key(
     assert "pipelines.orders.sink.table" in caplog.text
 
 
-def test_main_unknown_pipeline_returns_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_main_unknown_pipeline_returns_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert ingest.main(["--conf", "conf/local.yaml", "--pipeline", "nope"]) == 1
     assert "pipelines.nope: no such pipeline (known: orders)" in caplog.text

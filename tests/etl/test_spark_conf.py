@@ -1,0 +1,214 @@
+"""spark_conf: session defaults, jars on the JVM classpath, Iceberg catalog wiring, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl.config import Settings, load_settings
+from etl.exceptions import ConfigError
+from etl.spark import local_uri, spark_conf
+from tests.conftest import REPO
+
+# what every session gets, whatever the catalog
+DEFAULTS = {
+    "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.streaming.minBatchesToRetain": "20",
+}
+
+
+def _settings(catalog: dict[str, Any], **spark: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "spark": spark,
+            "catalog": catalog,
+            "aws": {"region": "eu-west-1"},
+            "pipelines": {
+                "orders": {
+                    "source": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["orders"]},
+                    "decode": {"schema_file": "schemas/orders.avsc"},
+                    "sink": {"table": "lake.shop.orders"},
+                    "dead_letter": {"table": "lake.shop.orders_dlq"},
+                    "checkpoint": "/tmp/checkpoints/orders",
+                }
+            },
+        }
+    )
+
+
+def test_spark_conf_jdbc_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _settings(
+        {
+            "name": "local",
+            "type": "jdbc",
+            "uri": "jdbc:sqlite:.warehouse/catalog.db",
+            "warehouse": ".warehouse/data",
+            "properties": {"jdbc.schema-version": "V1"},
+        }
+    )
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.catalog.local": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.local.cache-enabled": "false",
+        "spark.sql.catalog.local.type": "jdbc",
+        # the JDBC uri is passed as written; the warehouse becomes an absolute file URI
+        "spark.sql.catalog.local.uri": "jdbc:sqlite:.warehouse/catalog.db",
+        "spark.sql.catalog.local.warehouse": f"file://{tmp_path.resolve()}/.warehouse/data",
+        "spark.sql.catalog.local.jdbc.schema-version": "V1",
+    }
+    assert list(tmp_path.iterdir()) == []  # computing the conf creates nothing
+
+
+def test_spark_conf_glue_catalog() -> None:
+    settings = _settings(
+        {
+            "name": "lake",
+            "type": "glue",
+            "warehouse": "s3://my-lake/warehouse",
+            "properties": {"glue.skip-archive": "true"},
+        }
+    )
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.lake.cache-enabled": "false",
+        "spark.sql.catalog.lake.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        "spark.sql.catalog.lake.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.lake.warehouse": "s3://my-lake/warehouse",
+        "spark.sql.catalog.lake.client.region": "eu-west-1",
+        "spark.sql.catalog.lake.glue.skip-archive": "true",
+    }
+
+
+def test_spark_conf_hadoop_catalog_relative_warehouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _settings({"name": "local", "type": "hadoop", "warehouse": ".warehouse"})
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.catalog.local": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.local.cache-enabled": "false",
+        "spark.sql.catalog.local.type": "hadoop",
+        "spark.sql.catalog.local.warehouse": f"file://{tmp_path.resolve()}/.warehouse",
+    }
+
+
+@pytest.mark.parametrize(
+    "warehouse",
+    ["s3a://my-lake/warehouse", "file:/data/warehouse", "file:///data/warehouse"],
+)
+def test_spark_conf_hadoop_catalog_keeps_warehouse_uris(warehouse: str) -> None:
+    settings = _settings({"name": "local", "type": "hadoop", "warehouse": warehouse})
+
+    assert spark_conf(settings)["spark.sql.catalog.local.warehouse"] == warehouse
+
+
+def test_spark_conf_jars_dir_puts_jars_on_both_classpaths(tmp_path: Path) -> None:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    for name in ("kafka-clients-3.4.1.jar", "aws-msk-iam-auth-2.3.2.jar", "README.txt"):
+        (jars / name).write_text("")
+    settings = _settings(
+        {"type": "glue", "warehouse": "s3://my-lake/warehouse"},
+        app_name="t",
+        master="local[2]",
+        jars_dir=str(jars),
+        shuffle_partitions=2,
+        ui_enabled=False,
+    )
+
+    classpath = (
+        f"{jars.resolve()}/aws-msk-iam-auth-2.3.2.jar:{jars.resolve()}/kafka-clients-3.4.1.jar"
+    )
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.shuffle.partitions": "2",
+        "spark.ui.enabled": "false",
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        "spark.sql.catalog.local": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.local.cache-enabled": "false",
+        "spark.sql.catalog.local.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        "spark.sql.catalog.local.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.local.warehouse": "s3://my-lake/warehouse",
+        "spark.sql.catalog.local.client.region": "eu-west-1",
+    }
+
+
+@pytest.mark.parametrize("create", [True, False], ids=["empty-dir", "missing-dir"])
+def test_spark_conf_jars_dir_without_jars_raises(tmp_path: Path, create: bool) -> None:
+    jars = tmp_path / "jars"
+    if create:
+        jars.mkdir()
+        (jars / "README.txt").write_text("run make jars")
+    settings = _settings({"type": "hadoop", "warehouse": "/wh"}, jars_dir=str(jars))
+
+    with pytest.raises(ConfigError) as info:
+        spark_conf(settings)
+
+    assert str(info.value) == (
+        f"spark.jars_dir: expected the Maven-resolved jars in {jars}, found none (run `make jars`)"
+    )
+
+
+def test_spark_conf_settings_conf_overrides_win() -> None:
+    settings = _settings(
+        {"name": "lake", "type": "glue", "warehouse": "s3://my-lake/warehouse"},
+        conf={
+            "spark.sql.shuffle.partitions": "200",
+            "spark.sql.catalog.lake.cache-enabled": "true",
+            "spark.sql.catalog.lake.warehouse": "s3://other-lake/warehouse",
+            "spark.sql.adaptive.enabled": "false",
+        },
+    )
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.shuffle.partitions": "200",
+        "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.lake.cache-enabled": "true",
+        "spark.sql.catalog.lake.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        "spark.sql.catalog.lake.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.lake.warehouse": "s3://other-lake/warehouse",
+        "spark.sql.catalog.lake.client.region": "eu-west-1",
+        "spark.sql.adaptive.enabled": "false",
+    }
+
+
+def test_spark_conf_emr_yaml() -> None:
+    settings = load_settings(REPO / "conf" / "emr.yaml", env={})
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.shuffle.partitions": "64",
+        "spark.sql.streaming.metricsEnabled": "true",
+        "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.lake.cache-enabled": "false",
+        "spark.sql.catalog.lake.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        "spark.sql.catalog.lake.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.lake.warehouse": "s3://my-lake/warehouse",
+        "spark.sql.catalog.lake.client.region": "us-east-1",
+    }
+
+
+def test_local_uri_makes_relative_paths_absolute_file_uris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert [local_uri(p) for p in ("wh", "/abs/wh", "s3://b/wh", "file:/x")] == [
+        f"file://{tmp_path.resolve()}/wh",
+        "file:///abs/wh",
+        "s3://b/wh",
+        "file:/x",
+    ]
