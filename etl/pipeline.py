@@ -7,12 +7,13 @@ idempotent per (query id, batch id), so a batch replayed after a crash never lan
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,15 @@ class BatchResult:
     dead_lettered: int
     committed: bool
     violations: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A decoded batch: flattened rows (cached) and what was counted on the way."""
+
+    rows: DataFrame
+    read: int
+    violations: dict[str, int]
 
 
 @dataclass
@@ -103,8 +113,42 @@ class BatchProcessor:
             ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
             RegistryUnavailableError: The registry stayed unreachable (nothing committed).
         """
-        decode = self.settings.decode
         ingested_at = self.clock()
+        with self.decoded(batch) as decoded:
+            dead = decoded.rows.transform(
+                dead_letter_rows(pipeline=self.name, batch_id=batch_id, ingested_at=ingested_at)
+            )
+            dead_count = dead.count()
+            read, violations = decoded.read, decoded.violations
+            counts = {
+                RECORDS_READ_KEY: str(read),
+                RECORDS_WRITTEN_KEY: str(read - dead_count),
+                RECORDS_DEAD_KEY: str(dead_count),
+                **{f"etl.expectation.{k}.violations": str(v) for k, v in violations.items()},
+            }
+            commit = CommitInfo(self.name, query_id, batch_id, extra=counts)
+            committed = self.sink.write_batch(decoded.rows.transform(table_rows()), commit)
+            if dead_count:
+                self.dead_letter.write_batch(dead, commit)
+        result = BatchResult(batch_id, read, read - dead_count, dead_count, committed, violations)
+        log.info("batch %s", json.dumps({"pipeline": self.name, **result.__dict__}))
+        return result
+
+    @contextlib.contextmanager
+    def decoded(self, batch: DataFrame) -> Iterator[DecodedBatch]:
+        """Frames, resolves, decodes and checks Kafka-shaped rows; cached while in the block.
+
+        Args:
+            batch: Rows with Kafka's columns (key, value, topic, partition, offset, timestamp).
+
+        Yields:
+            The flattened rows (good and failed, see ``transforms.routing``) and counts.
+
+        Raises:
+            ExpectationFailedError: A ``fail`` expectation was violated.
+            RegistryUnavailableError: The registry stayed unreachable.
+        """
+        decode = self.settings.decode
         framed = batch.transform(
             parse_frame(
                 wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes
@@ -140,28 +184,11 @@ class BatchProcessor:
                 .persist(StorageLevel.MEMORY_AND_DISK)
             )
             read = framed.count()
-            violations = self._violations(rows)
-            dead = rows.transform(
-                dead_letter_rows(pipeline=self.name, batch_id=batch_id, ingested_at=ingested_at)
-            )
-            dead_count = dead.count()
-            counts = {
-                RECORDS_READ_KEY: str(read),
-                RECORDS_WRITTEN_KEY: str(read - dead_count),
-                RECORDS_DEAD_KEY: str(dead_count),
-                **{f"etl.expectation.{k}.violations": str(v) for k, v in violations.items()},
-            }
-            commit = CommitInfo(self.name, query_id, batch_id, extra=counts)
-            committed = self.sink.write_batch(rows.transform(table_rows()), commit)
-            if dead_count:
-                self.dead_letter.write_batch(dead, commit)
+            yield DecodedBatch(rows, read, self._violations(rows))
         finally:
             if rows is not None:
                 rows.unpersist()
             framed.unpersist()
-        result = BatchResult(batch_id, read, read - dead_count, dead_count, committed, violations)
-        log.info("batch %s", json.dumps({"pipeline": self.name, **result.__dict__}))
-        return result
 
     def _violations(self, rows: DataFrame) -> dict[str, int]:
         """Counts violations per expectation; raises for ``fail`` ones, logs ``warn`` ones."""
@@ -226,6 +253,7 @@ def build_processor(settings: Settings, name: str) -> BatchProcessor:
             pipeline.dead_letter.table,
             ("days(ingested_at)",),
             {"format-version": "2"},
+            evolve=False,
         ),
     )
     return BatchProcessor(

@@ -43,6 +43,9 @@ DEAD_LETTER_SCHEMA = StructType(
         StructField("schema_version_id", StringType()),
         StructField("error_class", StringType()),
         StructField("error_message", StringType()),
+        # set by jobs.replay_dlq once the record made it into the table
+        StructField("replayed_at", TimestampType()),
+        StructField("replay_id", StringType()),
     ]
 )
 
@@ -69,6 +72,23 @@ def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
             F.col("_schema_id").alias("_schema_version_id"),
             F.col("value").alias("_kafka_value"),
             *ERROR_COLUMNS,
+        )
+
+    return _transform
+
+
+def kafka_rows_from_dead_letters() -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform turning dead-letter rows back into Kafka-source-shaped rows."""
+
+    def _transform(df: DataFrame) -> DataFrame:
+        return df.select(
+            F.col("key"),
+            F.col("value"),
+            F.col("topic"),
+            F.col("partition"),
+            F.col("offset"),
+            F.col("kafka_timestamp").alias("timestamp"),
+            F.lit(0).alias("timestampType"),
         )
 
     return _transform
@@ -112,6 +132,8 @@ def dead_letter_rows(
             F.col("_schema_version_id").alias("schema_version_id"),
             F.col("_error_class").alias("error_class"),
             F.col("_error_message").alias("error_message"),
+            F.lit(None).cast("timestamp").alias("replayed_at"),
+            F.lit(None).cast("string").alias("replay_id"),
         )
 
     return _transform

@@ -26,6 +26,9 @@ class TableSpec:
     table: str
     partition_by: tuple[str, ...] = ()
     properties: dict[str, str] = field(default_factory=dict)
+    # follow the evolving reader schema (add / widen columns on write); off for tables with a
+    # fixed schema such as the dead-letter table, which must stay MERGE/UPDATE-able
+    evolve: bool = True
 
 
 @dataclass(frozen=True)

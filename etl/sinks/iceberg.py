@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 
 # Let each write add columns and widen types the way the evolved reader schema does
-# (Iceberg's own schema merge), and leave columns absent from a batch null.
+# (Iceberg's own schema merge), and leave columns absent from a batch null. Spark skips
+# resolving MERGE conditions on tables that accept any schema, so tables that are MERGEd
+# (the dead-letter table) do without.
 EVOLVE_PROPERTY = "write.spark.accept-any-schema"
 WRITE_OPTIONS = {"merge-schema": "true", "check-ordering": "false"}
 
@@ -36,16 +38,19 @@ class IcebergSink(TableSink):
         statement = f"CREATE TABLE IF NOT EXISTS {self.spec.table} ({columns}) USING iceberg"
         if self.spec.partition_by:
             statement += f" PARTITIONED BY ({', '.join(self.spec.partition_by)})"
-        properties = {**self.spec.properties, EVOLVE_PROPERTY: "true"}
-        props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
-        statement += f" TBLPROPERTIES ({props})"
+        properties = dict(self.spec.properties)
+        if self.spec.evolve:
+            properties[EVOLVE_PROPERTY] = "true"
+        if properties:
+            props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
+            statement += f" TBLPROPERTIES ({props})"
         try:
             spark.sql(statement)
             current = {
                 r["key"]: r["value"]
                 for r in spark.sql(f"SHOW TBLPROPERTIES {self.spec.table}").collect()
             }
-            if current.get(EVOLVE_PROPERTY) != "true":  # a table created elsewhere
+            if self.spec.evolve and current.get(EVOLVE_PROPERTY) != "true":  # made elsewhere
                 spark.sql(
                     f"ALTER TABLE {self.spec.table} SET TBLPROPERTIES ('{EVOLVE_PROPERTY}'='true')"
                 )
@@ -65,4 +70,5 @@ class IcebergSink(TableSink):
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends in one snapshot whose summary carries the commit properties."""
         options = {f"snapshot-property.{k}": v for k, v in commit.properties().items()}
-        df.writeTo(self.spec.table).options(**WRITE_OPTIONS, **options).append()
+        evolve = WRITE_OPTIONS if self.spec.evolve else {}
+        df.writeTo(self.spec.table).options(**evolve, **options).append()

@@ -72,7 +72,7 @@ def _processor(
         resolver=FileSchemas({VERSION: SCHEMA, **(schemas or {})}),
         reader=ReaderSchema.from_json(SCHEMA),
         sink=IcebergSink(TableSpec(f"local.unit.{name}", ("days(order_ts)",))),
-        dead_letter=IcebergSink(TableSpec(f"local.unit.{name}_dlq")),
+        dead_letter=IcebergSink(TableSpec(f"local.unit.{name}_dlq", evolve=False)),
         clock=functools.partial(lambda: NOW),
     )
 
@@ -133,6 +133,8 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
                 None,
                 "NULL_VALUE",
                 "record value is null (tombstone)",
+                None,
+                None,
             ),
             (
                 "mixed",
@@ -146,11 +148,13 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
                 str(bad_version),
                 "UNKNOWN_SCHEMA",
                 f"schema version {bad_version} is not in the registry",
+                None,
+                None,
             ),
         ],
         "pipeline string, batch_id long, ingested_at timestamp, topic string, partition int, "
         "offset long, key binary, value binary, schema_version_id string, error_class string, "
-        "error_message string",
+        "error_message string, replayed_at timestamp, replay_id string",
     )
     assert_df_equality(dlq, expected_dlq, ignore_nullable=True)
     summary = spark.sql("SELECT summary FROM local.unit.mixed.snapshots").first()
