@@ -5,7 +5,6 @@ import json
 import uuid
 import zlib
 from decimal import Decimal
-from typing import Any
 
 import fastavro
 import pytest
@@ -13,24 +12,16 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    ArrayType,
     BinaryType,
-    BooleanType,
-    DateType,
-    DecimalType,
-    DoubleType,
-    FloatType,
-    IntegerType,
     LongType,
-    MapType,
     StringType,
     StructField,
     StructType,
-    TimestampType,
 )
 
 from etl.wire import avro_body, encode_glue
 from tests.conftest import REPO
+from tests.orders import ORDER, spark_row
 from transforms.decode import decode_avro, inflate_zlib, with_decoded_marker
 from transforms.framing import parse_frame
 
@@ -39,34 +30,6 @@ V1 = "11111111-1111-1111-1111-111111111111"
 V2 = "22222222-2222-2222-2222-222222222222"
 UNKNOWN = "99999999-9999-9999-9999-999999999999"
 
-ADDRESS = StructType(
-    [
-        StructField("street", StringType()),
-        StructField("city", StringType()),
-        StructField("postcode", StringType()),
-        StructField("country", StringType()),
-    ]
-)
-ORDER = StructType(
-    [
-        StructField("order_id", StringType()),
-        StructField("customer_id", LongType()),
-        StructField("customer_email", StringType()),
-        StructField("status", StringType()),
-        StructField("quantity", IntegerType()),
-        StructField("unit_price", DoubleType()),
-        StructField("amount", DecimalType(12, 2)),
-        StructField("currency", StringType()),
-        StructField("order_ts", TimestampType()),
-        StructField("updated_ts", TimestampType()),
-        StructField("order_date", DateType()),
-        StructField("tags", ArrayType(StringType())),
-        StructField("attributes", MapType(StringType(), StringType())),
-        StructField("shipping_address", ADDRESS),
-        StructField("discount", FloatType()),
-        StructField("is_gift", BooleanType()),
-    ]
-)
 DECODED = StructType(
     [
         StructField("_error_class", StringType()),
@@ -111,19 +74,6 @@ SPARSE = {
 }
 
 
-def _naive(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The row Spark returns for a record: timestamps as naive UTC, nested records as tuples."""
-    out = []
-    for field in ORDER.fieldNames():
-        value = record[field]
-        if isinstance(value, dt.datetime):
-            value = value.replace(tzinfo=None)
-        if isinstance(value, dict) and field == "shipping_address":
-            value = tuple(value[k] for k in ADDRESS.fieldNames())
-        out.append(value)
-    return tuple(out)
-
-
 def _framed(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
     frame = spark.createDataFrame(
         [(v,) for v in values], StructType([StructField("value", BinaryType())])
@@ -149,7 +99,7 @@ def test_decode_avro_every_type_plain_and_zlib(spark: SparkSession) -> None:
     ]
     actual = _decoded(_framed(spark, values), {V1: ORDERS})
     expected = spark.createDataFrame(
-        [(None, None, _naive(FULL)), (None, None, _naive(SPARSE))], DECODED
+        [(None, None, spark_row(FULL)), (None, None, spark_row(SPARSE))], DECODED
     )
     assert_df_equality(actual, expected, ignore_nullable=True)
 
@@ -170,7 +120,7 @@ def test_decode_avro_failures_get_their_error_class(spark: SparkSession) -> None
     bad_body = f"Avro body does not decode with writer schema version {V1}"
     expected = spark.createDataFrame(
         [
-            (None, None, _naive(FULL)),
+            (None, None, spark_row(FULL)),
             ("DECODE_ERROR", bad_body, None),
             ("DECODE_ERROR", bad_body, None),
             ("UNKNOWN_SCHEMA", f"schema version {UNKNOWN} is not in the registry", None),
