@@ -112,7 +112,8 @@ class DecodeSettings(_Model):
 
     wire_format: WireFormat = WireFormat.GLUE
     # the reader schema (the table's schema): an .avsc file, or a registry schema name whose
-    # latest version is used. For plain_avro (no header) it is also the writer schema.
+    # latest version is used. For plain_avro (no header: the "assumed schema" mode) it is also
+    # the writer schema.
     schema_file: Path | None = None
     schema_name: str | None = None
     # confluent ids resolved from files, since the product ships no Confluent registry client
@@ -123,8 +124,10 @@ class DecodeSettings(_Model):
     def _one_reader_schema(self) -> DecodeSettings:
         if bool(self.schema_file) == bool(self.schema_name):
             raise ValueError("exactly one of `schema_file` or `schema_name` must be set")
-        if self.wire_format is WireFormat.PLAIN_AVRO and not self.schema_file:
-            raise ValueError("wire_format plain_avro needs `schema_file`")
+        if self.wire_format is WireFormat.CONFLUENT and not self.schema_file:
+            raise ValueError(
+                "wire_format confluent needs `schema_file` (no Confluent registry client)"
+            )
         return self
 
 

@@ -187,19 +187,24 @@ def build_resolver(
     Returns:
         (resolver, reader schema JSON).
     """
-    if decode.wire_format is WireFormat.PLAIN_AVRO:
-        assert decode.schema_file is not None  # enforced by DecodeSettings
-        schema = read_avsc(decode.schema_file)
-        return FileSchemas({PLAIN_AVRO_SCHEMA_ID: schema}), schema
     if decode.wire_format is WireFormat.CONFLUENT:
+        assert decode.schema_file is not None  # enforced by DecodeSettings
         mapped = {str(k): read_avsc(v) for k, v in decode.confluent_schemas.items()}
-        reader = read_avsc(decode.schema_file) if decode.schema_file else ""
-        if not reader:
-            raise SchemaError("confluent pipelines need decode.schema_file as the reader schema")
-        return FileSchemas(mapped), reader
-    glue = GlueSchemaRegistry(glue_client(aws, registry), registry_name=registry.registry_name)
+        return FileSchemas(mapped), read_avsc(decode.schema_file)
     if decode.schema_file is not None:
-        return glue, read_avsc(decode.schema_file)
-    assert decode.schema_name is not None
+        reader = read_avsc(decode.schema_file)
+        if decode.wire_format is WireFormat.PLAIN_AVRO:
+            return FileSchemas({PLAIN_AVRO_SCHEMA_ID: reader}), reader
+        return _glue(aws, registry), reader
+    assert decode.schema_name is not None  # enforced by DecodeSettings
+    glue = _glue(aws, registry)
     _, reader = glue.latest(decode.schema_name)
+    if decode.wire_format is WireFormat.PLAIN_AVRO:
+        # assumed schema: every record was written with the registry's latest version
+        return FileSchemas({PLAIN_AVRO_SCHEMA_ID: reader}), reader
     return glue, reader
+
+
+def _glue(aws: AwsSettings, registry: RegistrySettings) -> GlueSchemaRegistry:
+    """The Glue registry client for the settings."""
+    return GlueSchemaRegistry(glue_client(aws, registry), registry_name=registry.registry_name)

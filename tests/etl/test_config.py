@@ -605,9 +605,12 @@ INVALID: list[Any] = [
         id="decode-both-schema-file-and-name",
     ),
     pytest.param(
-        lambda c: _orders(c).update(decode={"wire_format": "plain_avro", "schema_name": "o"}),
-        ["pipelines.orders.decode: Value error, wire_format plain_avro needs `schema_file`"],
-        id="plain-avro-without-schema-file",
+        lambda c: _orders(c).update(decode={"wire_format": "confluent", "schema_name": "o"}),
+        [
+            "pipelines.orders.decode: Value error, wire_format confluent needs `schema_file` "
+            "(no Confluent registry client)"
+        ],
+        id="confluent-without-schema-file",
     ),
     pytest.param(
         lambda c: _orders(c)["decode"].update(confluent_schemas={"seven": "v7.avsc"}),

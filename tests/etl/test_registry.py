@@ -141,6 +141,22 @@ def test_build_resolver_glue_schema_name_reads_latest_as_reader(
     assert (reader, resolver.resolve([v2, UNKNOWN_ID])) == (V2, {v2: V2})
 
 
+@pytest.mark.integration
+def test_build_resolver_plain_avro_assumes_the_latest_registry_version(
+    local_stack: Any, glue: Any, registry_name: str
+) -> None:
+    register_schema(glue, registry_name=registry_name, schema_name="assumed", definition=V1)
+    register_schema(glue, registry_name=registry_name, schema_name="assumed", definition=V2)
+
+    resolver, reader = build_resolver(
+        DecodeSettings(wire_format="plain_avro", schema_name="assumed"),
+        AwsSettings(endpoint_url=local_stack.info.aws_endpoint, region=REGION),
+        RegistrySettings(registry_name=registry_name),
+    )
+
+    assert (reader, resolver.resolve(["plain"])) == (V2, {"plain": V2})
+
+
 # --- an unreachable registry: bounded retries, then RegistryUnavailableError ---------------
 
 
@@ -299,15 +315,3 @@ def test_file_schemas_resolve_ignores_unknown_ids() -> None:
     schemas = FileSchemas({"1": V1, "2": V2})
 
     assert schemas.resolve(["2", "3", "2"]) == {"2": V2}
-
-
-def test_build_resolver_confluent_with_schema_name_needs_a_file() -> None:
-    # DecodeSettings accepts confluent + schema_name; only build_resolver rejects it
-    with pytest.raises(
-        SchemaError, match=r"^confluent pipelines need decode.schema_file as the reader schema$"
-    ):
-        build_resolver(
-            DecodeSettings(wire_format="confluent", schema_name="orders"),
-            AwsSettings(),
-            RegistrySettings(),
-        )
