@@ -91,7 +91,13 @@ class BatchProcessor:
         if not self._started.wait(timeout=120):
             raise RuntimeError("streaming query id was never bound to the batch processor")
         assert self._query_id is not None
-        self.results.append(self.process(batch, batch_id, query_id=self._query_id))
+        try:
+            self.results.append(self.process(batch, batch_id, query_id=self._query_id))
+        except Exception as err:
+            # Spark wraps this in a StreamingQueryException whose first lines are py4j's; say
+            # the cause plainly here, where it is known
+            log.error("%s: batch %d failed, nothing committed: %s", self.name, batch_id, err)
+            raise
 
     @property
     def expectations(self) -> list[Expectation]:
