@@ -10,7 +10,7 @@ STAMP_VENV := $(VENV)/.installed
 STAMP_JARS := .jars/.resolved
 CONF ?= conf/local.yaml
 
-.PHONY: help setup jars run test test-unit test-integration check lint typecheck fmt bench stack-up stack-down clean
+.PHONY: help setup jars run test test-unit test-integration check fmt bench bench-quick replay stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ check: setup ## ruff + mypy (strict on the packages)
 fmt: setup ## format and autofix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+bench: setup ## benchmarks on the local stack (not part of make test); writes bench/results.json
+	$(PY) -m bench.run
+
+bench-quick: setup ## a small benchmark run, as a smoke check
+	$(PY) -m bench.run --quick
 
 stack-up: setup ## start the local stack in the background (state in .stack/)
 	$(PY) -m etl.devstack up --workdir .stack --broker-jars .jars/broker
