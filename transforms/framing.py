@@ -67,17 +67,15 @@ def parse_frame(
         if wire_format == "glue":
             checks += _glue_checks(value, size)
             schema_id = _uuid_string(value.substr(F.lit(3), F.lit(16)))
-            compression = F.when(_byte(value, 2) == GLUE_COMPRESSION_ZLIB, F.lit("zlib")).otherwise(
-                F.lit("none")
-            )
-            payload = value.substr(F.lit(GLUE_HEADER_LENGTH + 1), size - GLUE_HEADER_LENGTH)
+            compression = F.when(
+                _byte(value, 2) == _literal(GLUE_COMPRESSION_ZLIB), F.lit("zlib")
+            ).otherwise(F.lit("none"))
+            payload = F.substring(value, GLUE_HEADER_LENGTH + 1, _TO_THE_END)
         elif wire_format == "confluent":
             checks += _confluent_checks(value, size)
             schema_id = F.conv(F.hex(value.substr(F.lit(2), F.lit(4))), 16, 10)
             compression = F.lit("none")
-            payload = value.substr(
-                F.lit(CONFLUENT_HEADER_LENGTH + 1), size - CONFLUENT_HEADER_LENGTH
-            )
+            payload = F.substring(value, CONFLUENT_HEADER_LENGTH + 1, _TO_THE_END)
         else:
             schema_id = F.lit(PLAIN_AVRO_SCHEMA_ID)
             compression = F.lit("none")
@@ -101,14 +99,24 @@ def parse_frame(
     return _transform
 
 
+# substring length meaning "to the end" (avoids computing each value's length again)
+_TO_THE_END = 2**31 - 1
+
+
 def _byte(value: Column, position: int) -> Column:
-    """The unsigned value of the byte at 1-based ``position`` (null past the end)."""
-    return F.conv(F.hex(value.substr(F.lit(position), F.lit(1))), 16, 10).cast("int")
+    """The byte at 1-based ``position`` as a 1-byte binary (compared with binary literals:
+    no per-row hex/number conversion)."""
+    return F.substring(value, position, 1)
+
+
+def _literal(byte: int) -> Column:
+    """A 1-byte binary literal."""
+    return F.lit(bytes([byte]))
 
 
 def _hex_byte(value: Column, position: int) -> Column:
     """The byte at 1-based ``position`` as two lower-case hex digits, for messages."""
-    return F.lower(F.hex(value.substr(F.lit(position), F.lit(1))))
+    return F.lower(F.hex(_byte(value, position)))
 
 
 def _glue_checks(value: Column, size: Column) -> _Checks:
@@ -116,7 +124,7 @@ def _glue_checks(value: Column, size: Column) -> _Checks:
     return [
         (size == 0, ErrorClass.FRAME_TOO_SHORT, F.lit("value is empty, expected a Glue frame")),
         (
-            _byte(value, 1) != GLUE_HEADER_VERSION,
+            _byte(value, 1) != _literal(GLUE_HEADER_VERSION),
             ErrorClass.UNKNOWN_HEADER_VERSION,
             F.concat(
                 F.lit(f"expected Glue header version byte 0x{GLUE_HEADER_VERSION:02x}, found 0x"),
@@ -131,7 +139,7 @@ def _glue_checks(value: Column, size: Column) -> _Checks:
             ),
         ),
         (
-            ~_byte(value, 2).isin(GLUE_COMPRESSION_NONE, GLUE_COMPRESSION_ZLIB),
+            ~_byte(value, 2).isin(_literal(GLUE_COMPRESSION_NONE), _literal(GLUE_COMPRESSION_ZLIB)),
             ErrorClass.UNKNOWN_COMPRESSION,
             F.concat(
                 F.lit(
@@ -153,7 +161,7 @@ def _confluent_checks(value: Column, size: Column) -> _Checks:
             F.lit("value is empty, expected a Confluent frame"),
         ),
         (
-            _byte(value, 1) != CONFLUENT_MAGIC,
+            _byte(value, 1) != _literal(CONFLUENT_MAGIC),
             ErrorClass.UNKNOWN_HEADER_VERSION,
             F.concat(
                 F.lit(f"expected Confluent magic byte 0x{CONFLUENT_MAGIC:02x}, found 0x"),
