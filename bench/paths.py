@@ -1,0 +1,484 @@
+"""The measured paths. Each returns the seconds of its measured action only.
+
+Inputs the decode paths share are cached and materialized before the clock starts:
+``cache_kafka`` holds the topic as Spark's Kafka source returns it (framed values plus key,
+topic, partition, offset, timestamp), ``cache_native_bodies`` the same records as bare,
+uncompressed v1 Avro bodies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import fastavro
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+from pyspark.sql.avro.functions import from_avro
+
+from bench import proposals
+from etl.config import Settings
+from etl.pipeline import BatchProcessor, BatchResult, build_processor, start_pipeline
+from etl.registry import SchemaResolver
+from etl.schema_evolution import ReaderSchema
+from etl.sinks import CommitInfo, TableSink, TableSpec
+from etl.sinks.iceberg import IcebergSink
+from etl.wire import GLUE_COMPRESSION_ZLIB, GLUE_HEADER_LENGTH, GLUE_HEADER_VERSION
+from transforms.decode import decode_avro, inflate_zlib
+from transforms.framing import parse_frame
+from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+QUERY_TIMEOUT_S = 1800
+P = TypeVar("P", bound=BatchProcessor)
+
+
+def noop(df: DataFrame) -> None:
+    """Forces every row and column of ``df`` (Spark's no-op sink)."""
+    df.write.format("noop").mode("overwrite").save()
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds ``action`` takes."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def save_plan(df: DataFrame, path: Path | None) -> None:
+    """Writes ``df.explain("formatted")`` to ``path`` (if given)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        df.explain("formatted")
+    path.write_text(buffer.getvalue())
+
+
+def kafka_read(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
+    """The whole topic as a batch DataFrame from Spark's Kafka source."""
+    return (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("kafka.security.protocol", "PLAINTEXT")
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
+
+
+# -- kafka_noop ---------------------------------------------------------------------------
+
+
+def kafka_noop(spark: SparkSession, bootstrap: str, topic: str, plan: Path | None) -> float:
+    """Spark's Kafka source straight into the no-op sink (batch read of the whole topic)."""
+    df = kafka_read(spark, bootstrap, topic)
+    save_plan(df, plan)
+    return timed(lambda: noop(df))
+
+
+def kafka_noop_stream(
+    spark: SparkSession, bootstrap: str, topic: str, *, max_offsets: int, checkpoint: Path
+) -> tuple[float, int]:
+    """The Kafka source as a streaming ``availableNow`` query into the no-op sink.
+
+    Same micro-batch sizes as the e2e run, so e2e / this isolates our per-batch work from
+    the source's. Returns (seconds, batches).
+    """
+    stream = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(max_offsets))
+        .load()
+    )
+    started = time.perf_counter()
+    query = (
+        stream.writeStream.format("noop")
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    try:
+        query.awaitTermination(QUERY_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        if query.isActive:
+            raise RuntimeError(f"kafka_noop_stream did not finish in {QUERY_TIMEOUT_S:.0f}s")
+        batches = sum(1 for p in query.recentProgress if p["numInputRows"])
+    finally:
+        query.stop()
+    return seconds, batches
+
+
+# -- cached inputs --------------------------------------------------------------------------
+
+
+def cache(df: DataFrame) -> DataFrame:
+    """Persists ``df`` in memory (spilling to disk only if it must) and materializes it."""
+    cached = df.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.count()
+    return cached
+
+
+def cached_sizes(spark: SparkSession) -> dict[str, int]:
+    """Bytes in memory and on disk of every cached RDD (to check nothing spilled)."""
+    infos = spark.sparkContext._jsc.sc().getRDDStorageInfo()
+    return {
+        "memory_bytes": sum(int(info.memSize()) for info in infos),
+        "disk_bytes": sum(int(info.diskSize()) for info in infos),
+    }
+
+
+def cache_kafka(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
+    """The topic as the Kafka source returns it, cached (the decode paths' shared input)."""
+    return cache(kafka_read(spark, bootstrap, topic))
+
+
+def cache_native_bodies(
+    spark: SparkSession, bodies: list[bytes], *, records: int, partitions: int
+) -> DataFrame:
+    """The same ``records`` records as bare v1 Avro bodies (no header, not compressed).
+
+    Record ``i`` of the topic is pool record ``i % len(bodies)``; here it is that record's
+    v1 body. Built from the pool with a broadcast join, then cached.
+    """
+    pool = spark.createDataFrame(
+        [(i, b) for i, b in enumerate(bodies)], "idx long, body binary"
+    ).hint("broadcast")
+    ids = spark.range(0, records, 1, partitions).select((F.col("id") % len(bodies)).alias("idx"))
+    return cache(ids.join(pool, "idx").select("body"))
+
+
+# -- native_from_avro -----------------------------------------------------------------------
+
+
+def native_from_avro(bodies: DataFrame, writer_schema: str, plan: Path | None) -> float:
+    """Spark's ``from_avro`` over header-less bodies of one schema version, into noop."""
+    df = bodies.select(from_avro(F.col("body"), writer_schema).alias("r")).select("r.*")
+    save_plan(df, plan)
+    return timed(lambda: noop(df))
+
+
+# -- ours_decode ----------------------------------------------------------------------------
+
+
+def ours_decode(
+    cached: DataFrame, processor: BatchProcessor, plan: Path | None
+) -> tuple[float, dict[str, int]]:
+    """The product's decode of one batch (``BatchProcessor.decoded``) + routing, into no-op.
+
+    ``decoded`` frames and caches the records, scans their schema ids, resolves them in the
+    registry, and builds inflate -> decode -> flatten (cached); ``table_rows`` then routes
+    the good rows into the no-op sink, which is where the decoded rows are computed.
+    Returns (seconds, bytes of everything cached at the end, input included).
+    """
+    started = time.perf_counter()
+    with processor.decoded(cached) as decoded:
+        table = decoded.rows.transform(table_rows())
+        save_plan(table, plan)
+        noop(table)
+        seconds = time.perf_counter() - started
+        sizes = cached_sizes(cached.sparkSession)
+    return seconds, sizes
+
+
+def decode_chain(
+    cached: DataFrame,
+    resolver: SchemaResolver,
+    reader: ReaderSchema,
+    *,
+    max_value_bytes: int,
+) -> DataFrame:
+    """The transforms ``BatchProcessor.decoded`` composes, lazily (no persist, no counts).
+
+    Scans the distinct schema ids (a Spark job) and resolves them first, like the product.
+    """
+    framed = cached.transform(parse_frame(wire_format="glue", max_value_bytes=max_value_bytes))
+    ids = [
+        row[0]
+        for row in framed.where("_error_class IS NULL").select("_schema_id").distinct().collect()
+    ]
+    writers = resolver.resolve(ids)
+    rejected = reader.admit(writers)
+    return (
+        framed.transform(inflate_zlib(max_bytes=max_value_bytes))
+        .transform(
+            decode_avro(writer_schemas=writers, reader_schema=reader.json(), rejected=rejected)
+        )
+        .transform(flatten_decoded())
+    )
+
+
+def transforms_chain(
+    cached: DataFrame,
+    resolver: SchemaResolver,
+    reader: ReaderSchema,
+    *,
+    max_value_bytes: int,
+    routed: bool,
+    plan: Path | None,
+) -> float:
+    """``decode_chain`` into no-op: as is (``routed=False``), or through ``table_rows``.
+
+    With ``routed``, Spark pushes the ``_error_class IS NULL`` filter below the decode
+    projection and inlines ``from_avro`` into it once per reference: the cost of composing
+    the transforms without the product's persist in between.
+    """
+    started = time.perf_counter()
+    rows = decode_chain(cached, resolver, reader, max_value_bytes=max_value_bytes)
+    out = rows.transform(table_rows()) if routed else rows
+    save_plan(out, plan)
+    noop(out)
+    return time.perf_counter() - started
+
+
+def proposed_decode(
+    cached: DataFrame,
+    resolver: SchemaResolver,
+    reader: ReaderSchema,
+    *,
+    max_value_bytes: int,
+    plan: Path | None,
+) -> float:
+    """The prototype decode (``bench.proposals``) + routing of the good rows, into no-op."""
+    started = time.perf_counter()
+    framed = cached.transform(proposals.parse_frame_binary(max_value_bytes=max_value_bytes))
+    writers = resolver.resolve(proposals.resolve_binary_ids(framed))
+    rejected = reader.admit(writers)
+    rows = framed.transform(inflate_zlib(max_bytes=max_value_bytes)).transform(
+        proposals.decode_binary_ids(
+            writer_schemas=writers, reader_schema=reader.json(), rejected=rejected
+        )
+    )
+    table = proposals.good_rows(rows)
+    save_plan(table, plan)
+    noop(table)
+    return time.perf_counter() - started
+
+
+def rewire(base: BatchProcessor, cls: type[P], **overrides: Any) -> P:
+    """A new processor of ``cls`` with ``base``'s wiring (fresh state) and some parts swapped."""
+    wiring = {
+        f.name: getattr(base, f.name)
+        for f in fields(BatchProcessor)
+        if f.init and not f.name.startswith("_") and f.name != "results"
+    }
+    return cls(**{**wiring, **overrides})
+
+
+class NoopSink(TableSink):
+    """A TableSink whose append forces the rows into Spark's no-op sink."""
+
+    def ensure_table(self, spark: SparkSession, schema: StructType) -> None:
+        """Nothing to create."""
+
+    def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
+        """Never committed before."""
+        return None
+
+    def append(self, df: DataFrame, commit: CommitInfo) -> None:
+        """Forces the rows."""
+        noop(df)
+
+
+def ours_process(cached: DataFrame, base: BatchProcessor) -> tuple[float, dict[str, int]]:
+    """``BatchProcessor.process`` (persist, id scan, counts, routing) with no-op sinks.
+
+    Returns (seconds, the batch's read/written/dead counts).
+    """
+    processor = rewire(
+        base,
+        BatchProcessor,
+        sink=NoopSink(TableSpec("bench.noop.table")),
+        dead_letter=NoopSink(TableSpec("bench.noop.dlq")),
+    )
+    started = time.perf_counter()
+    result = processor.process(cached, 0, query_id=str(uuid.uuid4()))
+    seconds = time.perf_counter() - started
+    return seconds, {
+        "read": result.read,
+        "written": result.written,
+        "dead_lettered": result.dead_lettered,
+    }
+
+
+# -- python_udf_decode ----------------------------------------------------------------------
+
+
+def record_type(spark: SparkSession, reader_schema: str) -> DataType:
+    """The Spark type ``from_avro`` gives the reader schema (the UDF's return type)."""
+    probe = spark.range(1).select(from_avro(F.lit(None).cast("binary"), reader_schema).alias("r"))
+    return probe.schema["r"].dataType
+
+
+def python_udf(writers: dict[str, str], return_type: DataType) -> Any:
+    """The naive decoder: a per-row ``@udf`` with fastavro (header, zlib, writer schema).
+
+    It reads with the writer schema only: fields the record's version lacks come out null,
+    which for these versions (v2 only adds an optional field) is the same result as
+    resolving onto the reader schema, and 25 % faster than passing fastavro a reader schema
+    (57k vs 44k records/s measured), so the baseline is not a straw man.
+    """
+    parsed = {k: fastavro.parse_schema(json.loads(v)) for k, v in writers.items()}
+
+    def decode(value: bytes | None) -> dict[str, Any] | None:
+        if value is None or len(value) < GLUE_HEADER_LENGTH or value[0] != GLUE_HEADER_VERSION:
+            return None
+        writer = parsed.get(str(uuid.UUID(bytes=bytes(value[2:GLUE_HEADER_LENGTH]))))
+        if writer is None:
+            return None
+        body = bytes(value[GLUE_HEADER_LENGTH:])
+        if value[1] == GLUE_COMPRESSION_ZLIB:
+            body = zlib.decompress(body)
+        record = fastavro.schemaless_reader(io.BytesIO(body), writer, None)
+        return record if isinstance(record, dict) else None
+
+    return F.udf(decode, return_type)
+
+
+def python_udf_decode(
+    cached: DataFrame, writers: dict[str, str], reader_schema: str, plan: Path | None
+) -> float:
+    """The naive Python UDF decode of the framed values, into noop."""
+    udf = python_udf(writers, record_type(cached.sparkSession, reader_schema))
+    # no filter on the result: Spark would push it below the projection and run the UDF twice
+    df = cached.select(udf(F.col("value")).alias("r")).select("r.*")
+    save_plan(df, plan)
+    return timed(lambda: noop(df))
+
+
+# -- e2e_iceberg ----------------------------------------------------------------------------
+
+
+class TimedIcebergSink(IcebergSink):
+    """The product's Iceberg sink, timing each append (Spark write job + Iceberg commit)."""
+
+    def __init__(self, spec: TableSpec) -> None:
+        super().__init__(spec)
+        self.append_s: list[float] = []
+
+    def append(self, df: DataFrame, commit: CommitInfo) -> None:
+        started = time.perf_counter()
+        super().append(df, commit)
+        self.append_s.append(time.perf_counter() - started)
+
+
+@dataclass
+class TimedProcessor(BatchProcessor):
+    """The product's BatchProcessor, timing each ``process`` call (one micro-batch)."""
+
+    process_s: list[float] = field(default_factory=list)
+
+    def process(self, batch: DataFrame, batch_id: int, *, query_id: str) -> BatchResult:
+        started = time.perf_counter()
+        result = super().process(batch, batch_id, query_id=query_id)
+        self.process_s.append(time.perf_counter() - started)
+        return result
+
+
+@dataclass
+class TimedProposedProcessor(TimedProcessor, proposals.ProposedProcessor):
+    """The prototype processor, timed the same way."""
+
+
+@dataclass
+class E2eResult:
+    """One e2e run: wall time from start to the query's end, per-batch timings, progress."""
+
+    seconds: float
+    process_s: list[float]
+    append_s: list[float]
+    read: int
+    written: int
+    dead_lettered: int
+    progress_ms: dict[str, int]
+
+
+def e2e_iceberg(
+    spark: SparkSession, settings: Settings, name: str, *, proposed: bool = False
+) -> E2eResult:
+    """The real pipeline (``start_pipeline``, available_now) from Kafka into Iceberg.
+
+    With ``proposed``, the pipeline's processor is the prototype (``bench.proposals``).
+    """
+    base = build_processor(settings, name)
+    assert isinstance(base.sink, IcebergSink)
+    sink = TimedIcebergSink(base.sink.spec)
+    cls = TimedProposedProcessor if proposed else TimedProcessor
+    processor: TimedProcessor = rewire(base, cls, sink=sink)
+    started = time.perf_counter()
+    query, _ = start_pipeline(spark, settings, name, processor)
+    try:
+        query.awaitTermination(QUERY_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        if query.isActive:
+            raise RuntimeError(f"e2e query did not finish in {QUERY_TIMEOUT_S:.0f}s")
+        if query.exception() is not None:
+            raise RuntimeError(f"e2e query failed: {query.exception()}")
+        progress = _sum_durations(query.recentProgress)
+    finally:
+        query.stop()
+    return E2eResult(
+        seconds=seconds,
+        process_s=processor.process_s,
+        append_s=sink.append_s,
+        read=sum(r.read for r in processor.results),
+        written=sum(r.written for r in processor.results),
+        dead_lettered=sum(r.dead_lettered for r in processor.results),
+        progress_ms=progress,
+    )
+
+
+def _sum_durations(progress: list[dict[str, Any]]) -> dict[str, int]:
+    """Sums each ``durationMs`` entry over the query's (recent) progress reports."""
+    totals: dict[str, int] = {}
+    for report in progress:
+        for key, value in report.get("durationMs", {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    totals["reports"] = len(progress)
+    return totals
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def check_decode(
+    cached: DataFrame,
+    resolver: SchemaResolver,
+    reader: ReaderSchema,
+    *,
+    max_value_bytes: int,
+    expected: int,
+) -> None:
+    """Fails unless our decode turns every cached record into a table row (no dead letters)."""
+    rows = decode_chain(cached, resolver, reader, max_value_bytes=max_value_bytes)
+    dead = rows.transform(
+        dead_letter_rows(pipeline="bench", batch_id=0, ingested_at=dt.datetime.now(dt.UTC))
+    )
+    good = rows.transform(table_rows()).count()
+    bad = dead.groupBy("error_class").count().collect()
+    if good != expected or bad:
+        raise RuntimeError(f"decode check: {good} rows of {expected}, dead letters {bad}")
