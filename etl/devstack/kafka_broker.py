@@ -23,9 +23,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
+from etl.devstack.lifecycle import Service
 from etl.devstack.ports import LOOPBACK, free_ports, port_open
 from etl.exceptions import LocalStackError
 
@@ -61,7 +61,7 @@ class BrokerPorts:
         return cls(plaintext=plaintext, scram=scram, controller=controller)
 
 
-class KafkaBroker:
+class KafkaBroker(Service):
     """A single-node Kafka 3.9 broker in KRaft combined mode, run as a ``java`` subprocess.
 
     The ports are chosen when the object is created and kept for its lifetime, so a
@@ -274,20 +274,6 @@ class KafkaBroker:
         # Popen would otherwise warn in __del__ that the child is still running
         self._proc = None
         return pid
-
-    def __enter__(self) -> Self:
-        """Start the broker."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the broker."""
-        self.stop()
 
     # -- admin helpers -----------------------------------------------------------------
 

@@ -17,9 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
+from etl.devstack.lifecycle import Service
 from etl.devstack.ports import LOOPBACK, free_port
 from etl.exceptions import LocalStackError
 
@@ -29,7 +29,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
-class MotoServer:
+class MotoServer(Service):
     """A ``python -m moto.server`` subprocess bound to 127.0.0.1.
 
     The port is chosen when the object is created and kept across ``stop()`` / ``start()``.
@@ -145,20 +145,6 @@ class MotoServer:
             raise LocalStackError("the moto server is not running")
         self._proc = None
         return pid
-
-    def __enter__(self) -> Self:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
     def _wait_ready(self, started: float) -> None:
         """Poll moto's own API until it answers (any HTTP status counts as up)."""

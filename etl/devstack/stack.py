@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from etl.devstack.kafka_broker import SCRAM_MECHANISM, KafkaBroker
+from etl.devstack.lifecycle import Service
 from etl.devstack.moto_server import MotoServer
 from etl.devstack.ports import pid_alive, pid_cmdline, terminate_pid
 from etl.exceptions import LocalStackError
@@ -83,7 +83,7 @@ class StackInfo:
         }
 
 
-class LocalStack:
+class LocalStack(Service):
     """A Kafka broker (PLAINTEXT + SCRAM) and a moto server (Glue SR, S3, Secrets Manager).
 
     Example:
@@ -149,20 +149,6 @@ class LocalStack:
             self.broker.stop()
         finally:
             self.moto.stop()
-
-    def __enter__(self) -> Self:
-        """Start the stack."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the stack."""
-        self.stop()
 
     def detach(self) -> dict[str, Any]:
         """Leave the running processes running, forget them and return the state to save.

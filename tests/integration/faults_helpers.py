@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from etl.devstack.lifecycle import Service
 from etl.devstack.ports import LOOPBACK, free_port, pid_alive, pid_cmdline
 
 _BUFFER = 64 * 1024
@@ -28,7 +28,7 @@ _ACCEPT_POLL_S = 0.1
 _JOIN_TIMEOUT_S = 5.0
 
 
-class TcpProxy:
+class TcpProxy(Service):
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``; stoppable and restartable.
 
     ``stop()`` closes the listener and drops every open connection (both directions), so
@@ -86,20 +86,6 @@ class TcpProxy:
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             raise RuntimeError(f"proxy threads did not stop: {alive}")
-
-    def __enter__(self) -> Self:
-        """Starts the proxy."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stops the proxy."""
-        self.stop()
 
     def _spawn(self, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name="tcp-proxy")
