@@ -463,8 +463,8 @@ class KafkaBroker(Service):
             *self._java_cmd(java),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # one token: a random id may start with "-" and be read as an option
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.workdir / "server.properties"),
             "--add-scram",
