@@ -19,16 +19,6 @@ from pyspark.sql.types import (
 
 from transforms.decode import RECORD_COL
 
-# Kafka provenance kept on every table row (underscored so they never clash with payload fields)
-METADATA_COLUMNS = (
-    "_kafka_key",
-    "_kafka_topic",
-    "_kafka_partition",
-    "_kafka_offset",
-    "_kafka_timestamp",
-    "_schema_version_id",
-)
-
 DEAD_LETTER_SCHEMA = StructType(
     [
         StructField("pipeline", StringType()),
