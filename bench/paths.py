@@ -25,17 +25,12 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from bench import proposals
 from etl.config import Settings
 from etl.pipeline import BatchProcessor, BatchResult, build_processor, start_pipeline
-from etl.registry import SchemaResolver
-from etl.schema_evolution import ReaderSchema
 from etl.sinks import CommitInfo, TableSink, TableSpec
 from etl.sinks.iceberg import IcebergSink
 from etl.wire import GLUE_COMPRESSION_ZLIB, GLUE_HEADER_LENGTH, GLUE_HEADER_VERSION
-from transforms.decode import decode_avro, inflate_zlib
-from transforms.framing import parse_frame
-from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
+from transforms.routing import dead_letter_rows, table_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -197,80 +192,6 @@ def ours_decode(
     return seconds, sizes
 
 
-def decode_chain(
-    cached: DataFrame,
-    resolver: SchemaResolver,
-    reader: ReaderSchema,
-    *,
-    max_value_bytes: int,
-) -> DataFrame:
-    """The transforms ``BatchProcessor.decoded`` composes, lazily (no persist, no counts).
-
-    Scans the distinct schema ids (a Spark job) and resolves them first, like the product.
-    """
-    framed = cached.transform(parse_frame(wire_format="glue", max_value_bytes=max_value_bytes))
-    ids = [
-        row[0]
-        for row in framed.where("_error_class IS NULL").select("_schema_id").distinct().collect()
-    ]
-    writers = resolver.resolve(ids)
-    rejected = reader.admit(writers)
-    return (
-        framed.transform(inflate_zlib(max_bytes=max_value_bytes))
-        .transform(
-            decode_avro(writer_schemas=writers, reader_schema=reader.json(), rejected=rejected)
-        )
-        .transform(flatten_decoded())
-    )
-
-
-def transforms_chain(
-    cached: DataFrame,
-    resolver: SchemaResolver,
-    reader: ReaderSchema,
-    *,
-    max_value_bytes: int,
-    routed: bool,
-    plan: Path | None,
-) -> float:
-    """``decode_chain`` into no-op: as is (``routed=False``), or through ``table_rows``.
-
-    With ``routed``, Spark pushes the ``_error_class IS NULL`` filter below the decode
-    projection and inlines ``from_avro`` into it once per reference: the cost of composing
-    the transforms without the product's persist in between.
-    """
-    started = time.perf_counter()
-    rows = decode_chain(cached, resolver, reader, max_value_bytes=max_value_bytes)
-    out = rows.transform(table_rows()) if routed else rows
-    save_plan(out, plan)
-    noop(out)
-    return time.perf_counter() - started
-
-
-def proposed_decode(
-    cached: DataFrame,
-    resolver: SchemaResolver,
-    reader: ReaderSchema,
-    *,
-    max_value_bytes: int,
-    plan: Path | None,
-) -> float:
-    """The prototype decode (``bench.proposals``) + routing of the good rows, into no-op."""
-    started = time.perf_counter()
-    framed = cached.transform(proposals.parse_frame_binary(max_value_bytes=max_value_bytes))
-    writers = resolver.resolve(proposals.resolve_binary_ids(framed))
-    rejected = reader.admit(writers)
-    rows = framed.transform(inflate_zlib(max_bytes=max_value_bytes)).transform(
-        proposals.decode_binary_ids(
-            writer_schemas=writers, reader_schema=reader.json(), rejected=rejected
-        )
-    )
-    table = proposals.good_rows(rows)
-    save_plan(table, plan)
-    noop(table)
-    return time.perf_counter() - started
-
-
 def rewire(base: BatchProcessor, cls: type[P], **overrides: Any) -> P:
     """A new processor of ``cls`` with ``base``'s wiring (fresh state) and some parts swapped."""
     wiring = {
@@ -392,11 +313,6 @@ class TimedProcessor(BatchProcessor):
 
 
 @dataclass
-class TimedProposedProcessor(TimedProcessor, proposals.ProposedProcessor):
-    """The prototype processor, timed the same way."""
-
-
-@dataclass
 class E2eResult:
     """One e2e run: wall time from start to the query's end, per-batch timings, progress."""
 
@@ -409,18 +325,12 @@ class E2eResult:
     progress_ms: dict[str, int]
 
 
-def e2e_iceberg(
-    spark: SparkSession, settings: Settings, name: str, *, proposed: bool = False
-) -> E2eResult:
-    """The real pipeline (``start_pipeline``, available_now) from Kafka into Iceberg.
-
-    With ``proposed``, the pipeline's processor is the prototype (``bench.proposals``).
-    """
+def e2e_iceberg(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
+    """The real pipeline (``start_pipeline``, available_now) from Kafka into Iceberg."""
     base = build_processor(settings, name)
     assert isinstance(base.sink, IcebergSink)
     sink = TimedIcebergSink(base.sink.spec)
-    cls = TimedProposedProcessor if proposed else TimedProcessor
-    processor: TimedProcessor = rewire(base, cls, sink=sink)
+    processor = rewire(base, TimedProcessor, sink=sink)
     started = time.perf_counter()
     query, _ = start_pipeline(spark, settings, name, processor)
     try:
@@ -465,20 +375,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def check_decode(
-    cached: DataFrame,
-    resolver: SchemaResolver,
-    reader: ReaderSchema,
-    *,
-    max_value_bytes: int,
-    expected: int,
-) -> None:
+def check_decode(cached: DataFrame, processor: BatchProcessor, *, expected: int) -> None:
     """Fails unless our decode turns every cached record into a table row (no dead letters)."""
-    rows = decode_chain(cached, resolver, reader, max_value_bytes=max_value_bytes)
-    dead = rows.transform(
-        dead_letter_rows(pipeline="bench", batch_id=0, ingested_at=dt.datetime.now(dt.UTC))
-    )
-    good = rows.transform(table_rows()).count()
-    bad = dead.groupBy("error_class").count().collect()
+    with processor.decoded(cached, cache_rows=True) as decoded:
+        good = decoded.rows.transform(table_rows()).count()
+        dead = decoded.rows.transform(
+            dead_letter_rows(pipeline="bench", batch_id=0, ingested_at=dt.datetime.now(dt.UTC))
+        )
+        bad = dead.groupBy("error_class").count().collect()
     if good != expected or bad:
         raise RuntimeError(f"decode check: {good} rows of {expected}, dead letters {bad}")

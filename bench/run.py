@@ -13,10 +13,6 @@ zlib), warms the JVM up on a small topic, then measures on the same data:
 - ``python_udf_decode``  a naive fastavro ``@udf`` over the cached framed records;
 - ``e2e_iceberg``        ``start_pipeline`` (available_now) from Kafka into Iceberg.
 
-``--paths all`` adds, for the analysis: ``transforms_chain`` (the decode transforms composed
-lazily, no persist), ``transforms_chain_routed`` (the same through ``table_rows``),
-``proposed_decode`` and ``proposed_e2e`` (the prototype in ``bench/proposals.py``).
-
 A measured path runs until its runs add up to ``--min-seconds`` (20 s; at most
 ``--max-runs``); rates are those of the median run. Each path's CPU share used by other
 processes is reported: figures measured on a busy machine are flagged.
@@ -52,8 +48,6 @@ from etl.config import Settings
 from etl.devstack.stack import LocalStack, StackInfo
 from etl.exceptions import LocalStackError
 from etl.pipeline import build_processor
-from etl.registry import SchemaResolver, build_resolver
-from etl.schema_evolution import ReaderSchema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -67,8 +61,6 @@ TOPIC = "bench-orders"
 WARMUP_TOPIC = "bench-warmup"
 PIPELINE = "orders"
 WARMUP_PIPELINE = "orders_warmup"
-PROPOSED_PIPELINE = "orders_proposed"
-PROPOSED_WARMUP_PIPELINE = "orders_warmup_proposed"
 MAX_VALUE_BYTES = 8 * 1024 * 1024
 MB = 1_000_000
 CONTENTION_WARNING = 0.1
@@ -87,22 +79,11 @@ DEFAULT_PATHS = (
     "python_udf_decode",
     "e2e_iceberg",
 )
-# for the analysis: the transforms composed without the product's persist, and the prototype
-# of the recommended changes (bench/proposals.py)
-EXTRA_PATHS = (
-    "transforms_chain",
-    "transforms_chain_routed",
-    "proposed_decode",
-    "proposed_e2e",
-)
-ALL_PATHS = DEFAULT_PATHS + EXTRA_PATHS
+ALL_PATHS = DEFAULT_PATHS
 DECODE_PATHS = {
     "ours_decode",
     "ours_process",
     "python_udf_decode",
-    "transforms_chain",
-    "transforms_chain_routed",
-    "proposed_decode",
 }
 
 
@@ -271,9 +252,7 @@ def build_settings(args: argparse.Namespace, info: StackInfo, workdir: Path) -> 
                 name: pipeline(topic, name, math.ceil(records / batches))
                 for name, topic, records, batches in (
                     (PIPELINE, TOPIC, args.records, args.batches),
-                    (PROPOSED_PIPELINE, TOPIC, args.records, args.batches),
                     (WARMUP_PIPELINE, WARMUP_TOPIC, args.warmup_records, 2),
-                    (PROPOSED_WARMUP_PIPELINE, WARMUP_TOPIC, args.warmup_records, 2),
                 )
             },
         }
@@ -373,13 +352,10 @@ class Bench:
             )
         self.results[name] = Measured(name, records, input_bytes, runs, rss, cpu, extra)
 
-    def run_all(
-        self, *, topic: str, pipeline: str, proposed: str, records: int, warm: bool
-    ) -> None:
+    def run_all(self, *, topic: str, pipeline: str, records: int, warm: bool) -> None:
         """Runs every selected path on one topic (the warm-up one or the measured one).
 
-        ``pipeline`` and ``proposed`` name the settings' pipelines (same topic, own table
-        and checkpoint) for the product's e2e run and the prototype's.
+        ``pipeline`` names the settings' pipeline of the e2e run on that topic.
         """
         args = self.args
         values, _keys, bodies = self.pool.totals(records)
@@ -441,23 +417,17 @@ class Bench:
             finally:
                 native_input.unpersist(blocking=True)
 
-        for name, pipeline_name, is_proposed in (
-            ("e2e_iceberg", pipeline, False),
-            ("proposed_e2e", proposed, True),
-        ):
-            self._measure(
-                name,
-                records,
-                values,
-                functools.partial(self._e2e, pipeline_name, records, is_proposed),
-                warm=warm,
-                repeatable=False,
-            )
+        self._measure(
+            "e2e_iceberg",
+            records,
+            values,
+            functools.partial(self._e2e, pipeline, records),
+            warm=warm,
+            repeatable=False,
+        )
 
-    def _e2e(
-        self, pipeline: str, records: int, proposed: bool, _run: int
-    ) -> tuple[float, dict[str, Any]]:
-        result = paths.e2e_iceberg(self.spark, self.settings, pipeline, proposed=proposed)
+    def _e2e(self, pipeline: str, records: int, _run: int) -> tuple[float, dict[str, Any]]:
+        result = paths.e2e_iceberg(self.spark, self.settings, pipeline)
         table = self.settings.pipeline(pipeline).sink.table
         landed = self.spark.table(table).count()  # not timed: the run has finished
         if result.read != records or result.written != records or landed != records:
@@ -482,17 +452,8 @@ class Bench:
     def _decode_paths(
         self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
     ) -> None:
-        decode = self.settings.pipeline(pipeline).decode
-
-        def resolver() -> tuple[SchemaResolver, ReaderSchema]:
-            # fresh each time: the registry lookups are part of the measured time
-            found, reader_json = build_resolver(decode, self.settings.aws, self.settings.registry)
-            return found, ReaderSchema.from_json(reader_json)
-
         if warm:
-            paths.check_decode(
-                cached, *resolver(), max_value_bytes=MAX_VALUE_BYTES, expected=records
-            )
+            paths.check_decode(cached, build_processor(self.settings, pipeline), expected=records)
 
         def measure(name: str, run: Callable[[], float]) -> None:
             self._measure(name, records, values, lambda _run: (run(), {}), warm=warm)
@@ -519,27 +480,6 @@ class Bench:
                 self.versions.writers(),
                 self.versions.v2,
                 self._plan("python_udf_decode", warm),
-            ),
-        )
-        for name, routed in (("transforms_chain", False), ("transforms_chain_routed", True)):
-            measure(
-                name,
-                functools.partial(
-                    paths.transforms_chain,
-                    cached,
-                    *resolver(),
-                    max_value_bytes=MAX_VALUE_BYTES,
-                    routed=routed,
-                    plan=self._plan(name, warm),
-                ),
-            )
-        measure(
-            "proposed_decode",
-            lambda: paths.proposed_decode(
-                cached,
-                *resolver(),
-                max_value_bytes=MAX_VALUE_BYTES,
-                plan=self._plan("proposed_decode", warm),
             ),
         )
 
@@ -592,7 +532,6 @@ def summarize(
         return round(r[a].rps / r[b].rps, 3) if a in r and b in r else None
 
     e2e = r["e2e_iceberg"].extra if "e2e_iceberg" in r else {}
-    proposed_e2e = r["proposed_e2e"].extra if "proposed_e2e" in r else {}
     overall = bench.monitor.overall.mib()
     doc: dict[str, Any] = {
         "records": records,
@@ -603,15 +542,6 @@ def summarize(
         "e2e_vs_noop_ratio": ratio("e2e_iceberg", "kafka_noop"),
         "e2e_vs_noop_stream_ratio": ratio("e2e_iceberg", "kafka_noop_stream"),
         "process_vs_decode_ratio": ratio("ours_process", "ours_decode"),
-        "transforms_chain_routed_vs_chain_ratio": ratio(
-            "transforms_chain_routed", "transforms_chain"
-        ),
-        "proposed_decode_vs_native_ratio": ratio("proposed_decode", "native_from_avro"),
-        "proposed_decode_vs_python_udf_ratio": ratio("proposed_decode", "python_udf_decode"),
-        "proposed_e2e_vs_noop_ratio": ratio("proposed_e2e", "kafka_noop"),
-        "proposed_e2e_vs_e2e_ratio": ratio("proposed_e2e", "e2e_iceberg"),
-        "proposed_commit_latency_p50_s": _round(proposed_e2e.get("commit_latency_p50_s")),
-        "proposed_commit_latency_p95_s": _round(proposed_e2e.get("commit_latency_p95_s")),
         "commit_latency_p50_s": _round(e2e.get("commit_latency_p50_s")),
         "commit_latency_p95_s": _round(e2e.get("commit_latency_p95_s")),
         "commit_latency_measures": "wall time of each BatchProcessor.process call (one "
@@ -707,13 +637,6 @@ def markdown(doc: dict[str, Any]) -> str:
         "e2e_vs_noop_ratio": ">= 0.6",
         "e2e_vs_noop_stream_ratio": "",
         "process_vs_decode_ratio": "",
-        "transforms_chain_routed_vs_chain_ratio": "",
-        "proposed_decode_vs_native_ratio": "(>= 0.8)",
-        "proposed_decode_vs_python_udf_ratio": "(>= 5)",
-        "proposed_e2e_vs_noop_ratio": "(>= 0.6)",
-        "proposed_e2e_vs_e2e_ratio": "",
-        "proposed_commit_latency_p50_s": "",
-        "proposed_commit_latency_p95_s": "",
         "commit_latency_p50_s": "",
         "commit_latency_p95_s": "",
         "iceberg_append_p50_s": "",
@@ -724,7 +647,7 @@ def markdown(doc: dict[str, Any]) -> str:
     }
     for key, target in targets.items():
         value = doc.get(key)
-        if value is None and target in ("", "(>= 0.8)", "(>= 5)", "(>= 0.6)"):
+        if value is None and not target:
             continue  # an optional figure of a path that did not run
         shown = "-" if value is None else f"{value:,}"
         lines.append(f"| {key} | {shown} | {target} |")
@@ -786,14 +709,12 @@ def run_bench(
         bench.run_all(
             topic=WARMUP_TOPIC,
             pipeline=WARMUP_PIPELINE,
-            proposed=PROPOSED_WARMUP_PIPELINE,
             records=args.warmup_records,
             warm=True,
         )
         bench.run_all(
             topic=TOPIC,
             pipeline=PIPELINE,
-            proposed=PROPOSED_PIPELINE,
             records=args.records,
             warm=False,
         )

@@ -13,11 +13,14 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
+from pyspark.sql.observation import Observation
 
 from etl.config import PipelineSettings, Settings, TableFormat
 from etl.exceptions import ConfigError, ExpectationFailedError
@@ -27,8 +30,15 @@ from etl.schema_evolution import ReaderSchema
 from etl.secrets import scram_credentials
 from etl.sinks import CommitInfo, TableSink, TableSpec, load_sink
 from transforms.decode import decode_avro, inflate_zlib
-from transforms.expectations import Action, Expectation, count_violations, flag_dropped
-from transforms.framing import parse_frame
+from transforms.expectations import (
+    Action,
+    Expectation,
+    count_violations,
+    flag_dropped,
+    violation_counts,
+    violation_key,
+)
+from transforms.framing import parse_frame, schema_id_of_key
 from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
 
 if TYPE_CHECKING:
@@ -40,6 +50,14 @@ log = logging.getLogger(__name__)
 RECORDS_READ_KEY = "etl.records-read"
 RECORDS_WRITTEN_KEY = "etl.records-written"
 RECORDS_DEAD_KEY = "etl.records-dead-lettered"
+_DEAD = "etl.dead"
+
+
+def _first(df: DataFrame) -> dict[str, Any]:
+    """The single row of an aggregate as a dict."""
+    row = df.first()
+    assert row is not None, "an aggregate without grouping returns one row"
+    return row.asDict()
 
 
 @dataclass
@@ -56,11 +74,10 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """A decoded batch: flattened rows (cached) and what was counted on the way."""
+    """A decoded batch: flattened rows (lazy unless asked to cache) and the records read."""
 
     rows: DataFrame
     read: int
-    violations: dict[str, int]
 
 
 @dataclass
@@ -107,6 +124,12 @@ class BatchProcessor:
     def process(self, batch: DataFrame, batch_id: int, *, query_id: str) -> BatchResult:
         """Frames, decodes, checks and commits one batch of Kafka records.
 
+        One decode pass feeds the table write; the dead-letter and violation counts are
+        observed during it (``DataFrame.observe``), and dead-letter rows are decoded again
+        only when there are some. So the table snapshot carries the records read, and the
+        dead-letter snapshot (and the batch log line) the full counts. A ``fail``
+        expectation costs one more decode pass, before anything is committed.
+
         Args:
             batch: Rows from Spark's Kafka source.
             batch_id: The micro-batch id.
@@ -120,55 +143,81 @@ class BatchProcessor:
             RegistryUnavailableError: The registry stayed unreachable (nothing committed).
         """
         ingested_at = self.clock()
+        expectations = self.expectations
+        metrics = [
+            F.count(F.when(F.col("_error_class").isNotNull(), 1)).alias(_DEAD),
+            *violation_counts(expectations=expectations),
+        ]
         with self.decoded(batch) as decoded:
-            dead = decoded.rows.transform(
-                dead_letter_rows(pipeline=self.name, batch_id=batch_id, ingested_at=ingested_at)
-            )
-            dead_count = dead.count()
-            read, violations = decoded.read, decoded.violations
-            counts = {
-                RECORDS_READ_KEY: str(read),
-                RECORDS_WRITTEN_KEY: str(read - dead_count),
-                RECORDS_DEAD_KEY: str(dead_count),
-                **{f"etl.expectation.{k}.violations": str(v) for k, v in violations.items()},
-            }
-            commit = CommitInfo(self.name, query_id, batch_id, extra=counts)
-            committed = self.sink.write_batch(decoded.rows.transform(table_rows()), commit)
-            if dead_count:
-                self.dead_letter.write_batch(dead, commit)
-        result = BatchResult(batch_id, read, read - dead_count, dead_count, committed, violations)
+            rows, read = decoded.rows, decoded.read
+            if any(e.action is Action.FAIL for e in expectations):
+                self._violations(_first(rows.agg(*metrics)), fail=True)
+            commit = CommitInfo(self.name, query_id, batch_id, extra={RECORDS_READ_KEY: str(read)})
+            table = rows.transform(table_rows())
+            committed = False
+            # An all-failed batch skips the table commit: its write would be empty, and Spark
+            # drops a plan that runs empty (with its observed metrics) before they are
+            # reported, so the observation would never complete. Decoding up to the first
+            # good row is a small job.
+            observation = Observation(f"etl-{self.name}-{batch_id}-{uuid.uuid4()}")
+            if table.take(1):
+                committed = self.sink.write_batch(
+                    rows.observe(observation, *metrics).transform(table_rows()), commit
+                )
+            # a replayed or all-failed batch observed nothing: count instead
+            counted = observation.get if committed else _first(rows.agg(*metrics))
+            dead = int(counted[_DEAD])
+            violations = self._violations(counted, fail=False)
+            if dead:
+                counts = {
+                    RECORDS_READ_KEY: str(read),
+                    RECORDS_WRITTEN_KEY: str(read - dead),
+                    RECORDS_DEAD_KEY: str(dead),
+                    **{f"etl.expectation.{k}.violations": str(v) for k, v in violations.items()},
+                }
+                committed |= self.dead_letter.write_batch(
+                    rows.transform(
+                        dead_letter_rows(
+                            pipeline=self.name, batch_id=batch_id, ingested_at=ingested_at
+                        )
+                    ),
+                    CommitInfo(self.name, query_id, batch_id, extra=counts),
+                )
+        result = BatchResult(batch_id, read, read - dead, dead, committed, violations)
         log.info("batch %s", json.dumps({"pipeline": self.name, **result.__dict__}))
         return result
 
     @contextlib.contextmanager
-    def decoded(self, batch: DataFrame) -> Iterator[DecodedBatch]:
-        """Frames, resolves, decodes and checks Kafka-shaped rows; cached while in the block.
+    def decoded(self, batch: DataFrame, *, cache_rows: bool = False) -> Iterator[DecodedBatch]:
+        """Frames, resolves, decodes and checks Kafka-shaped rows.
+
+        The input is cached while in the block (the schema-id scan and the decode both read
+        it); the decoded rows only with ``cache_rows`` (for callers running several actions
+        on them).
 
         Args:
             batch: Rows with Kafka's columns (key, value, topic, partition, offset, timestamp).
+            cache_rows: Cache the decoded rows too.
 
         Yields:
-            The flattened rows (good and failed, see ``transforms.routing``) and counts.
+            The flattened rows (good and failed, see ``transforms.routing``) and the count read.
 
         Raises:
-            ExpectationFailedError: A ``fail`` expectation was violated.
             RegistryUnavailableError: The registry stayed unreachable.
         """
         decode = self.settings.decode
-        framed = batch.transform(
-            parse_frame(
-                wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes
-            )
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        wire_format = decode.wire_format.value
+        owned = not batch.storageLevel.useMemory and not batch.storageLevel.useDisk
+        source = batch.persist(StorageLevel.MEMORY_AND_DISK) if owned else batch
         rows: DataFrame | None = None
         try:
-            ids = [
-                row[0]
-                for row in framed.where("_error_class IS NULL")
-                .select("_schema_id")
-                .distinct()
-                .collect()
-            ]
+            framed = source.transform(
+                parse_frame(wire_format=wire_format, max_value_bytes=decode.max_value_bytes)
+            )
+            # one small job: the distinct schema ids (bad frames have none) and the total
+            per_key = framed.groupBy("_schema_key").count().collect()
+            read = sum(int(row["count"]) for row in per_key)
+            ids = [schema_id_of_key(wire_format, row[0]) for row in per_key if row[0] is not None]
             writers = self.resolver.resolve(ids)
             rejected = self.reader.admit(writers)
             for change in self.reader.changes:
@@ -180,6 +229,7 @@ class BatchProcessor:
                 framed.transform(inflate_zlib(max_bytes=decode.max_value_bytes))
                 .transform(
                     decode_avro(
+                        wire_format=wire_format,
                         writer_schemas=writers,
                         reader_schema=self.reader.json(),
                         rejected=rejected,
@@ -187,32 +237,32 @@ class BatchProcessor:
                 )
                 .transform(flatten_decoded())
                 .transform(self._checked(flag_dropped(expectations=self.expectations)))
-                .persist(StorageLevel.MEMORY_AND_DISK)
             )
-            read = framed.count()
-            yield DecodedBatch(rows, read, self._violations(rows))
+            if self.expectations:
+                # analysed now (no job runs), so a bad expression names its config key
+                rows.transform(self._checked(count_violations(expectations=self.expectations)))
+            if cache_rows:
+                rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            yield DecodedBatch(rows, read)
         finally:
-            if rows is not None:
+            if rows is not None and cache_rows:
                 rows.unpersist()
-            framed.unpersist()
+            if owned:
+                source.unpersist()
 
-    def _violations(self, rows: DataFrame) -> dict[str, int]:
-        """Counts violations per expectation; raises for ``fail`` ones, logs ``warn`` ones."""
-        expectations = self.expectations
-        if not expectations:
-            return {}
-        counted = rows.transform(self._checked(count_violations(expectations=expectations))).first()
-        assert counted is not None
-        violations = {e.name: int(counted[e.name]) for e in expectations}
-        for e in expectations:
+    def _violations(self, counted: Mapping[str, Any], *, fail: bool) -> dict[str, int]:
+        """Violations per expectation from observed counts; raises for ``fail`` ones when
+        ``fail``, else logs ``warn`` ones."""
+        violations = {e.name: int(counted[violation_key(e)]) for e in self.expectations}
+        for e in self.expectations:
             if not violations[e.name]:
                 continue
-            if e.action is Action.FAIL:
+            if fail and e.action is Action.FAIL:
                 raise ExpectationFailedError(
                     f"pipeline {self.name}: expectation '{e.name}' ({e.expr}) failed for "
                     f"{violations[e.name]} rows; batch not committed"
                 )
-            if e.action is Action.WARN:
+            if not fail and e.action is Action.WARN:
                 log.warning(
                     "%s: expectation '%s' (%s) failed for %d rows (warn)",
                     self.name,

@@ -74,7 +74,9 @@ def replay_dead_letters(
         pending = pending.where(F.expr(where))
     # several dead letters of one record (a replay that failed again is not re-appended)
     pending = pending.dropDuplicates(list(KEYS))
-    with processor.decoded(pending.transform(kafka_rows_from_dead_letters())) as decoded:
+    with processor.decoded(
+        pending.transform(kafka_rows_from_dead_letters()), cache_rows=True
+    ) as decoded:
         good = decoded.rows.transform(table_rows())
         still = {
             r["_error_class"]: int(r["count"])

@@ -17,14 +17,17 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
+from pyspark.sql.types import StructType
 
 from transforms.errors import ErrorClass
+from transforms.framing import schema_id_column, schema_key
 
 # Appended to the reader schema with a default of true: the writer never has it, so schema
 # resolution fills it in on success, while PERMISSIVE mode nulls every field on failure. This
 # tells a failed decode apart from a record whose fields are all legitimately null.
 DECODED_MARKER = "_etl_decoded"
 RECORD_COL = "_record"
+BARRIER_COL = "_barrier"
 
 
 def with_decoded_marker(reader_schema: str) -> str:
@@ -41,25 +44,35 @@ def with_decoded_marker(reader_schema: str) -> str:
 
 def decode_avro(
     *,
+    wire_format: str,
     writer_schemas: Mapping[str, str],
     reader_schema: str,
     rejected: Mapping[str, str] | None = None,
     payload_col: str = "_payload",
-    schema_id_col: str = "_schema_id",
+    key_col: str = "_schema_key",
 ) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform decoding ``payload_col`` into a struct column ``_record``.
 
-    Rows whose frame already failed keep their error. Rows of a ``rejected`` version get
+    Adds ``_schema_id`` (the registry id as a string), ``_record`` (the reader schema's
+    record plus the success marker ``_etl_decoded``, which ``flatten_decoded`` leaves out)
+    and ``_barrier`` (see below), and drops ``key_col`` and ``payload_col``. Rows whose
+    frame already failed keep their error. Rows of a ``rejected`` version get
     ``INCOMPATIBLE_SCHEMA``; rows whose schema id is not in ``writer_schemas`` get
     ``UNKNOWN_SCHEMA``; bodies that do not decode get ``DECODE_ERROR``; ``_record`` is null
     for every failed row.
 
+    Each row is decoded once. The decode projection holds ``_barrier``
+    (``spark_partition_id()``): a non-deterministic column stops Spark from pushing a later
+    filter on the error columns below the decode, where it would inline ``from_avro`` into
+    the filter and decode every row twice. The routing filters reference it so it is kept.
+
     Args:
+        wire_format: ``glue``, ``confluent`` or ``plain_avro`` (how ``key_col`` encodes ids).
         writer_schemas: Schema id -> writer schema JSON, for the ids the registry resolved.
         reader_schema: The table's Avro schema JSON (all versions are resolved onto it).
         rejected: Schema id -> why that version cannot be read into the reader schema.
         payload_col: Binary column with the uncompressed Avro body.
-        schema_id_col: String column with the schema id.
+        key_col: Binary column with the framed schema id (``transforms.framing``).
 
     Returns:
         A function for ``df.transform(...)``.
@@ -67,66 +80,83 @@ def decode_avro(
     reader = with_decoded_marker(reader_schema)
     options = {"avroSchema": reader, "mode": "PERMISSIVE"}
     rejected = dict(rejected or {})
-    writer_schemas = {k: v for k, v in writer_schemas.items() if k not in rejected}
+    accepted = {k: v for k, v in writer_schemas.items() if k not in rejected}
+    known = sorted({*writer_schemas, *rejected})
     payload = F.col(payload_col)
-    schema_id = F.col(schema_id_col)
+    key = F.col(key_col)
+
+    def matches(version_id: str) -> Column:
+        # compare the raw framed bytes with a literal: no per-row formatting of the id
+        return key == F.lit(schema_key(wire_format, version_id))
 
     def _transform(df: DataFrame) -> DataFrame:
         # the fallback branch gives the CASE its struct type when no version matches
-        decoded: Column = from_avro(F.lit(None).cast("binary"), reader, options)
-        for version_id, writer in sorted(writer_schemas.items(), reverse=True):
-            decoded = F.when(
-                schema_id == version_id, from_avro(payload, writer, options)
-            ).otherwise(decoded)
-        framed_ok = F.col("_error_class").isNull()
+        record: Column = from_avro(F.lit(None).cast("binary"), reader, options)
+        for version_id, writer in sorted(accepted.items()):
+            record = F.when(matches(version_id), from_avro(payload, writer, options)).otherwise(
+                record
+            )
+        schema_id: Column = schema_id_column(wire_format, key)  # only unknown ids get here
+        for version_id in known:
+            schema_id = F.when(matches(version_id), F.lit(version_id)).otherwise(schema_id)
         incompatible: Column = F.lit(None).cast("string")
         for version_id, reason in sorted(rejected.items()):
             incompatible = F.when(
-                schema_id == version_id,
+                matches(version_id),
                 F.lit(
                     f"schema version {version_id} is incompatible with the table schema: {reason}"
                 ),
             ).otherwise(incompatible)
-        is_incompatible = framed_ok & incompatible.isNotNull()
-        unknown = framed_ok & ~is_incompatible & F.col(RECORD_COL).isNull()
-        corrupt = (
-            framed_ok
-            & F.col(RECORD_COL).isNotNull()
-            & F.col(f"{RECORD_COL}.{DECODED_MARKER}").isNull()
+        framed_ok = F.col("_error_class").isNull()
+        kept = [c for c in df.columns if c not in (key_col, payload_col, RECORD_COL, BARRIER_COL)]
+        decoded = df.select(
+            *kept,
+            schema_id.alias("_schema_id"),
+            incompatible.alias("_incompatible"),
+            F.when(framed_ok & payload.isNotNull(), record).alias(RECORD_COL),
+            F.spark_partition_id().alias(BARRIER_COL),
         )
-        return (
-            df.withColumn(RECORD_COL, F.when(framed_ok & payload.isNotNull(), decoded))
-            .withColumn(
-                "_error_message",
-                F.when(is_incompatible, incompatible)
-                .when(
-                    unknown,
-                    F.concat(F.lit("schema version "), schema_id, F.lit(" is not in the registry")),
-                )
-                .when(
-                    corrupt,
-                    F.concat(
-                        F.lit("Avro body does not decode with writer schema version "), schema_id
-                    ),
-                )
-                .otherwise(F.col("_error_message")),
+        # classified in a projection of its own, reading the decoded struct (not re-decoding)
+        rec = F.col(RECORD_COL)
+        is_incompatible = framed_ok & F.col("_incompatible").isNotNull()
+        unknown = framed_ok & ~is_incompatible & rec.isNull()
+        corrupt = framed_ok & rec.isNotNull() & rec[DECODED_MARKER].isNull()
+        schema = F.col("_schema_id")
+        error_class = (
+            F.when(is_incompatible, F.lit(ErrorClass.INCOMPATIBLE_SCHEMA.value))
+            .when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
+            .when(corrupt, F.lit(ErrorClass.DECODE_ERROR.value))
+            .otherwise(F.col("_error_class"))
+        )
+        error_message = (
+            F.when(is_incompatible, F.col("_incompatible"))
+            .when(
+                unknown,
+                F.concat(F.lit("schema version "), schema, F.lit(" is not in the registry")),
             )
-            .withColumn(
-                "_error_class",
-                F.when(is_incompatible, F.lit(ErrorClass.INCOMPATIBLE_SCHEMA.value))
-                .when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
-                .when(corrupt, F.lit(ErrorClass.DECODE_ERROR.value))
-                .otherwise(F.col("_error_class")),
+            .when(
+                corrupt,
+                F.concat(F.lit("Avro body does not decode with writer schema version "), schema),
             )
-            .withColumn(
-                RECORD_COL,
-                F.when(
-                    F.col("_error_class").isNull(), F.col(RECORD_COL).dropFields(DECODED_MARKER)
-                ),
-            )
+            .otherwise(F.col("_error_message"))
+        )
+        others = [c for c in decoded.columns if c not in ("_error_class", "_error_message")]
+        classified = decoded.select(
+            *others, error_class.alias("_error_class"), error_message.alias("_error_message")
+        )
+        return classified.select(
+            *[c for c in classified.columns if c not in ("_incompatible", RECORD_COL)],
+            F.when(F.col("_error_class").isNull(), rec).alias(RECORD_COL),
         )
 
     return _transform
+
+
+def record_fields(df: DataFrame) -> list[str]:
+    """The decoded record's field names (without the success marker), in schema order."""
+    record = df.schema[RECORD_COL].dataType
+    assert isinstance(record, StructType), f"{RECORD_COL} must be a struct, found {record}"
+    return [f.name for f in record.fields if f.name != DECODED_MARKER]
 
 
 def inflate_zlib(

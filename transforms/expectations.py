@@ -74,22 +74,30 @@ def flag_dropped(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame]
     return _transform
 
 
-def count_violations(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
-    """Returns a transform aggregating, per expectation, how many decoded rows violate it.
+def violation_key(expectation: Expectation) -> str:
+    """The name of an expectation's count in ``violation_counts`` / ``count_violations``."""
+    return expectation.name
 
-    The result has one row and one long column per expectation, named after it. Rows that
-    failed before the expectations (framing, decoding) are not counted.
+
+def violation_counts(*, expectations: Sequence[Expectation]) -> list[Column]:
+    """Aggregate columns counting, per expectation, the decoded rows that violate it.
+
+    For ``DataFrame.agg`` or ``DataFrame.observe``; each is a long named by
+    ``violation_key``. Rows that failed before the expectations (framing, decoding) are not
+    counted.
     """
+    decoded = F.col("_error_class").isNull() | (
+        F.col("_error_class") == ErrorClass.EXPECTATION_FAILED.value
+    )
+    return [
+        F.count(F.when(decoded & _violates(e), 1)).alias(violation_key(e)) for e in expectations
+    ]
+
+
+def count_violations(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+    """Returns a transform aggregating ``violation_counts`` into one row."""
 
     def _transform(df: DataFrame) -> DataFrame:
-        decoded = F.col("_error_class").isNull() | (
-            F.col("_error_class") == ErrorClass.EXPECTATION_FAILED.value
-        )
-        return df.agg(
-            *[
-                F.sum(F.when(decoded & _violates(e), 1).otherwise(0)).cast("long").alias(e.name)
-                for e in expectations
-            ]
-        )
+        return df.agg(*violation_counts(expectations=expectations))
 
     return _transform

@@ -2,8 +2,10 @@
 
 ``parse_frame`` adds these columns to a DataFrame of Kafka records:
 
-- ``_schema_id`` (string): Glue schema version UUID, Confluent id, or the fixed id of a
-  plain-Avro pipeline; null when the frame is bad.
+- ``_schema_key`` (binary): the schema id's raw bytes as framed (Glue: the 16 bytes of the
+  version UUID; Confluent: the 4-byte id; plain Avro: a fixed key); null when the frame is
+  bad. Kept as bytes so no row pays for formatting it: ``schema_key`` / ``schema_id_of_key``
+  convert between a registry id and its key, ``schema_id_column`` formats it where needed.
 - ``_compression`` (string): ``none`` or ``zlib``; null when the frame is bad.
 - ``_payload`` (binary): the Avro body (still compressed for ``zlib``); null when bad.
 - ``_error_class`` / ``_error_message`` (string): why the frame is bad; null when good.
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
@@ -27,7 +30,7 @@ from etl.wire import (
 from transforms.errors import ErrorClass
 
 PLAIN_AVRO_SCHEMA_ID = "plain"
-FRAME_COLUMNS = ("_schema_id", "_compression", "_payload", "_error_class", "_error_message")
+FRAME_COLUMNS = ("_schema_key", "_compression", "_payload", "_error_class", "_error_message")
 
 _Checks = list[tuple[Column, ErrorClass, Column]]
 
@@ -66,18 +69,18 @@ def parse_frame(
         ]
         if wire_format == "glue":
             checks += _glue_checks(value, size)
-            schema_id = _uuid_string(value.substr(F.lit(3), F.lit(16)))
+            key = value.substr(F.lit(3), F.lit(16))
             compression = F.when(
                 _byte(value, 2) == _literal(GLUE_COMPRESSION_ZLIB), F.lit("zlib")
             ).otherwise(F.lit("none"))
             payload = F.substring(value, GLUE_HEADER_LENGTH + 1, _TO_THE_END)
         elif wire_format == "confluent":
             checks += _confluent_checks(value, size)
-            schema_id = F.conv(F.hex(value.substr(F.lit(2), F.lit(4))), 16, 10)
+            key = value.substr(F.lit(2), F.lit(4))
             compression = F.lit("none")
             payload = F.substring(value, CONFLUENT_HEADER_LENGTH + 1, _TO_THE_END)
         else:
-            schema_id = F.lit(PLAIN_AVRO_SCHEMA_ID)
+            key = F.lit(PLAIN_AVRO_SCHEMA_ID.encode())
             compression = F.lit("none")
             payload = value
 
@@ -91,7 +94,7 @@ def parse_frame(
         return (
             df.withColumn("_error_class", error_class)
             .withColumn("_error_message", error_message)
-            .withColumn("_schema_id", F.when(good, schema_id))
+            .withColumn("_schema_key", F.when(good, key))
             .withColumn("_compression", F.when(good, compression))
             .withColumn("_payload", F.when(good, payload))
         )
@@ -177,6 +180,41 @@ def _confluent_checks(value: Column, size: Column) -> _Checks:
             ),
         ),
     ]
+
+
+def schema_key(wire_format: str, schema_id: str) -> bytes:
+    """The framed bytes of a registry schema id (the inverse of ``schema_id_of_key``).
+
+    Raises:
+        ValueError: ``schema_id`` is not an id of that wire format.
+    """
+    if wire_format == "glue":
+        return uuid.UUID(schema_id).bytes
+    if wire_format == "confluent":
+        return int(schema_id).to_bytes(4, "big")
+    if schema_id != PLAIN_AVRO_SCHEMA_ID:
+        raise ValueError(
+            f"plain_avro schema id: expected {PLAIN_AVRO_SCHEMA_ID!r}, found {schema_id!r}"
+        )
+    return PLAIN_AVRO_SCHEMA_ID.encode()
+
+
+def schema_id_of_key(wire_format: str, key: bytes) -> str:
+    """The registry schema id of a framed key (Glue: UUID string, Confluent: decimal)."""
+    if wire_format == "glue":
+        return str(uuid.UUID(bytes=bytes(key)))
+    if wire_format == "confluent":
+        return str(int.from_bytes(key, "big"))
+    return bytes(key).decode()
+
+
+def schema_id_column(wire_format: str, key: Column) -> Column:
+    """``schema_id_of_key`` as a column expression (for rows whose id is not a known literal)."""
+    if wire_format == "glue":
+        return F.when(key.isNotNull(), _uuid_string(key))
+    if wire_format == "confluent":
+        return F.conv(F.hex(key), 16, 10)
+    return key.cast("string")
 
 
 def _uuid_string(raw16: Column) -> Column:

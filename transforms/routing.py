@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BinaryType,
@@ -17,7 +17,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from transforms.decode import RECORD_COL
+from transforms.decode import BARRIER_COL, RECORD_COL, record_fields
 
 DEAD_LETTER_SCHEMA = StructType(
     [
@@ -43,17 +43,23 @@ DEAD_LETTER_SCHEMA = StructType(
 ERROR_COLUMNS = ("_error_class", "_error_message")
 
 
+def _decoded_once() -> Column:
+    """Always true; referencing ``_barrier`` keeps the filter above the decode (see decode)."""
+    return F.col(BARRIER_COL) >= 0
+
+
 def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
     """Returns a transform lifting the decoded record's fields to top-level columns.
 
     Kafka's own columns are renamed first (``_kafka_*``) so a payload field named ``key``,
     ``value`` or ``topic`` cannot clash with them; expectations then read payload fields by
-    their plain names.
+    their plain names. ``_barrier`` (from ``decode_avro``) is kept for the routing filters.
     """
 
     def _transform(df: DataFrame) -> DataFrame:
+        record = F.col(RECORD_COL)
         return df.select(
-            f"{RECORD_COL}.*",
+            *[record[name].alias(name) for name in record_fields(df)],
             F.col("key").alias("_kafka_key"),
             F.col("topic").alias("_kafka_topic"),
             F.col("partition").alias("_kafka_partition"),
@@ -62,6 +68,7 @@ def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
             F.col("_schema_id").alias("_schema_version_id"),
             F.col("value").alias("_kafka_value"),
             *ERROR_COLUMNS,
+            BARRIER_COL,
         )
 
     return _transform
@@ -88,7 +95,9 @@ def table_rows() -> Callable[[DataFrame], DataFrame]:
     """Returns a transform keeping good rows of a flattened frame: fields, then Kafka metadata."""
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(F.col("_error_class").isNull()).drop("_kafka_value", *ERROR_COLUMNS)
+        return df.where(_decoded_once() & F.col("_error_class").isNull()).drop(
+            "_kafka_value", *ERROR_COLUMNS, BARRIER_COL
+        )
 
     return _transform
 
@@ -109,7 +118,7 @@ def dead_letter_rows(
     """
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(F.col("_error_class").isNotNull()).select(
+        return df.where(_decoded_once() & F.col("_error_class").isNotNull()).select(
             F.lit(pipeline).alias("pipeline"),
             F.lit(batch_id).cast("long").alias("batch_id"),
             F.lit(ingested_at).cast("timestamp").alias("ingested_at"),

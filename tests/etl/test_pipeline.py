@@ -157,12 +157,20 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
         "error_message string, replayed_at timestamp, replay_id string",
     )
     assert_df_equality(dlq, expected_dlq, ignore_nullable=True)
+    # the table commit knows what was read (the rest is counted during its write); the
+    # dead-letter commit comes after it and carries every count
     summary = spark.sql("SELECT summary FROM local.unit.mixed.snapshots").first()
     assert summary is not None
+    assert summary[0]["added-records"] == "6"
+    batch = {"etl.pipeline": "mixed", "etl.query-id": "q1", "etl.batch-id": "0"}
     assert {k: summary[0][k] for k in summary[0] if k.startswith("etl.")} == {
-        "etl.pipeline": "mixed",
-        "etl.query-id": "q1",
-        "etl.batch-id": "0",
+        **batch,
+        "etl.records-read": "8",
+    }
+    dlq_summary = spark.sql("SELECT summary FROM local.unit.mixed_dlq.snapshots").first()
+    assert dlq_summary is not None
+    assert {k: dlq_summary[0][k] for k in dlq_summary[0] if k.startswith("etl.")} == {
+        **batch,
         "etl.records-read": "8",
         "etl.records-written": "6",
         "etl.records-dead-lettered": "2",
@@ -189,6 +197,23 @@ def test_process_replayed_batch_is_not_committed_twice(spark: SparkSession) -> N
         "SELECT summary['etl.batch-id'] FROM local.unit.replay.snapshots ORDER BY committed_at"
     ).collect()
     assert [r[0] for r in snapshots] == ["0", "1"]
+
+
+def test_process_all_failed_batch_commits_only_dead_letters(spark: SparkSession) -> None:
+    poison = [None, b"\x00bad", encode_glue(b"\x07" * 30, VERSION)]
+    batch = _kafka_batch(spark, poison)
+    first = _processor("all_dead").process(batch, 0, query_id="q")
+    replayed = _processor("all_dead").process(batch, 0, query_id="q")
+
+    assert (first.read, first.written, first.dead_lettered, first.committed) == (3, 0, 3, True)
+    assert (replayed.dead_lettered, replayed.committed) == (3, False)
+    assert not spark.catalog.tableExists("local.unit.all_dead")
+    classes = spark.table("local.unit.all_dead_dlq").orderBy("offset").select("error_class")
+    assert [r[0] for r in classes.collect()] == [
+        "NULL_VALUE",
+        "UNKNOWN_HEADER_VERSION",
+        "DECODE_ERROR",
+    ]
 
 
 def test_process_new_query_id_starts_a_new_batch_sequence(spark: SparkSession) -> None:
@@ -291,7 +316,7 @@ def test_process_expectations_drop_warn_and_count(spark: SparkSession) -> None:
     assert [tuple(r) for r in dlq.collect()] == [
         ("EXPECTATION_FAILED", "expectation 'has_email' failed: customer_email IS NOT NULL")
     ]
-    summary = spark.sql("SELECT summary FROM local.unit.expect.snapshots").first()
+    summary = spark.sql("SELECT summary FROM local.unit.expect_dlq.snapshots").first()
     assert summary is not None
     assert summary[0]["etl.expectation.few_items.violations"] == str(many)
 

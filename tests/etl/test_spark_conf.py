@@ -19,6 +19,7 @@ DEFAULTS = {
     "spark.ui.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.streaming.minBatchesToRetain": "20",
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
 }
 
 

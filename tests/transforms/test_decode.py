@@ -22,8 +22,17 @@ from pyspark.sql.types import (
 from etl.wire import avro_body, encode_glue
 from tests.conftest import REPO
 from tests.orders import ORDER, spark_row
-from transforms.decode import decode_avro, inflate_zlib, with_decoded_marker
+from transforms.decode import (
+    DECODED_MARKER,
+    decode_avro,
+    inflate_zlib,
+    record_fields,
+    with_decoded_marker,
+)
 from transforms.framing import parse_frame
+from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
+
+NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
 ORDERS = (REPO / "schemas" / "orders.avsc").read_text()
 V1 = "11111111-1111-1111-1111-111111111111"
@@ -84,8 +93,12 @@ def _framed(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
 def _decoded(df: DataFrame, writers: dict[str, str], reader: str = ORDERS) -> DataFrame:
     return (
         df.transform(inflate_zlib(max_bytes=4096))
-        .transform(decode_avro(writer_schemas=writers, reader_schema=reader))
-        .select("_error_class", "_error_message", "_record")
+        .transform(decode_avro(wire_format="glue", writer_schemas=writers, reader_schema=reader))
+        .select(
+            "_error_class",
+            "_error_message",
+            F.col("_record").dropFields(DECODED_MARKER).alias("_record"),
+        )
         # maps cannot be sorted by Spark: order on scalar columns instead of ignore_row_order
         .orderBy(F.col("_error_message").asc_nulls_first(), F.to_json("_record"))
     )
@@ -195,3 +208,79 @@ def test_decode_avro_all_null_record_is_not_a_decode_error(spark: SparkSession) 
 def test_with_decoded_marker_requires_a_record() -> None:
     with pytest.raises(ValueError, match="expected an Avro record, found type 'string'"):
         with_decoded_marker('{"type": "string"}')
+
+
+def test_decode_avro_names_versions_keeps_the_marker_and_drops_frame_columns(
+    spark: SparkSession,
+) -> None:
+    body = avro_body(fastavro.parse_schema(json.loads(ORDERS)), FULL)
+    frames = _framed(spark, [encode_glue(body, V1), encode_glue(body, UNKNOWN), None])
+    decoded = frames.transform(
+        decode_avro(
+            wire_format="glue",
+            writer_schemas={V1: ORDERS, V2: ORDERS},
+            reader_schema=ORDERS,
+            rejected={V2: "field x changed type"},
+        )
+    )
+    assert [c for c in decoded.columns if c != "_record"] == [
+        "value",
+        "_compression",
+        "_schema_id",
+        "_barrier",
+        "_error_class",
+        "_error_message",
+    ]
+    assert record_fields(decoded) == [f["name"] for f in json.loads(ORDERS)["fields"]]
+    actual = decoded.select(
+        "_schema_id", "_error_class", F.col(f"_record.{DECODED_MARKER}").alias("marker")
+    ).orderBy(F.col("_schema_id").asc_nulls_last())
+    expected = spark.createDataFrame(
+        [(V1, None, True), (UNKNOWN, "UNKNOWN_SCHEMA", None), (None, "NULL_VALUE", None)],
+        "_schema_id string, _error_class string, marker boolean",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_decode_avro_rejected_version_is_incompatible(spark: SparkSession) -> None:
+    body = avro_body(fastavro.parse_schema(json.loads(ORDERS)), FULL)
+    frames = _framed(spark, [encode_glue(body, V2)])
+    actual = frames.transform(
+        decode_avro(
+            wire_format="glue",
+            writer_schemas={V2: ORDERS},
+            reader_schema=ORDERS,
+            rejected={V2: "field x changed type"},
+        )
+    ).select("_error_class", "_error_message", "_record")
+    assert actual.collect() == [
+        (
+            "INCOMPATIBLE_SCHEMA",
+            f"schema version {V2} is incompatible with the table schema: field x changed type",
+            None,
+        )
+    ]
+
+
+def test_routing_filters_do_not_decode_twice(spark: SparkSession) -> None:
+    # a filter on the error columns pushed below the decode would inline from_avro into it
+    body = avro_body(fastavro.parse_schema(json.loads(ORDERS)), FULL)
+    rows = (
+        _framed(spark, [encode_glue(body, V1)])
+        .withColumns({"key": F.lit(None).cast("binary"), "topic": F.lit("t")})
+        .withColumns({"partition": F.lit(0), "offset": F.lit(0).cast("long")})
+        .withColumn("timestamp", F.lit(None).cast("timestamp"))
+        .transform(inflate_zlib(max_bytes=4096))
+        .transform(
+            decode_avro(wire_format="glue", writer_schemas={V1: ORDERS}, reader_schema=ORDERS)
+        )
+        .transform(flatten_decoded())
+    )
+    for routed in (
+        rows.transform(table_rows()),
+        rows.transform(dead_letter_rows(pipeline="p", batch_id=0, ingested_at=NOW)),
+    ):
+        plan = routed._jdf.queryExecution().optimizedPlan().toString()
+        # once, in the decode projection (the CASE fallback on a null literal folds away)
+        assert plan.count("from_avro(") == 1, plan
+    assert rows.transform(table_rows()).count() == 1

@@ -6,10 +6,11 @@ import zlib
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from etl.wire import encode_confluent, encode_glue
-from transforms.framing import parse_frame
+from transforms.framing import parse_frame, schema_id_column, schema_id_of_key, schema_key
 
 VERSION = uuid.UUID("0ee7736e-7736-4ff4-8cff-db01e0a1e584")
 FRAMED = StructType(
@@ -17,7 +18,7 @@ FRAMED = StructType(
         StructField("value", BinaryType()),
         StructField("_error_class", StringType()),
         StructField("_error_message", StringType()),
-        StructField("_schema_id", StringType()),
+        StructField("_schema_key", BinaryType()),
         StructField("_compression", StringType()),
         StructField("_payload", BinaryType()),
     ]
@@ -47,8 +48,8 @@ def test_parse_frame_glue_good_and_bad_frames(spark: SparkSession) -> None:
     actual = _values(spark, values).transform(parse_frame(wire_format="glue", max_value_bytes=64))
     expected = spark.createDataFrame(
         [
-            (values[0], None, None, str(VERSION), "none", body),
-            (compressed, None, None, str(VERSION), "zlib", zlib.compress(body)),
+            (values[0], None, None, VERSION.bytes, "none", body),
+            (compressed, None, None, VERSION.bytes, "zlib", zlib.compress(body)),
             (None, "NULL_VALUE", "record value is null (tombstone)", None, None, None),
             (b"", "FRAME_TOO_SHORT", "value is empty, expected a Glue frame", None, None, None),
             (
@@ -92,7 +93,7 @@ def test_parse_frame_glue_good_and_bad_frames(spark: SparkSession) -> None:
 def test_parse_frame_glue_header_only_gives_empty_payload(spark: SparkSession) -> None:
     value = encode_glue(b"", VERSION)
     actual = _values(spark, [value]).transform(parse_frame(wire_format="glue", max_value_bytes=64))
-    expected = spark.createDataFrame([(value, None, None, str(VERSION), "none", b"")], FRAMED)
+    expected = spark.createDataFrame([(value, None, None, VERSION.bytes, "none", b"")], FRAMED)
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
@@ -104,7 +105,7 @@ def test_parse_frame_confluent(spark: SparkSession) -> None:
     )
     expected = spark.createDataFrame(
         [
-            (good, None, None, "258", "none", b"\x02x"),
+            (good, None, None, (258).to_bytes(4, "big"), "none", b"\x02x"),
             (
                 values[1],
                 "UNKNOWN_HEADER_VERSION",
@@ -133,7 +134,7 @@ def test_parse_frame_plain_avro_passes_value_through(spark: SparkSession) -> Non
     )
     expected = spark.createDataFrame(
         [
-            (b"\x02x", None, None, "plain", "none", b"\x02x"),
+            (b"\x02x", None, None, b"plain", "none", b"\x02x"),
             (None, "NULL_VALUE", "record value is null (tombstone)", None, None, None),
         ],
         FRAMED,
@@ -144,3 +145,29 @@ def test_parse_frame_plain_avro_passes_value_through(spark: SparkSession) -> Non
 def test_parse_frame_rejects_unknown_wire_format() -> None:
     with pytest.raises(ValueError, match="expected glue, confluent or plain_avro, found 'xml'"):
         parse_frame(wire_format="xml", max_value_bytes=1)
+
+
+@pytest.mark.parametrize(
+    ("wire_format", "schema_id", "key"),
+    [
+        ("glue", str(VERSION), VERSION.bytes),
+        ("confluent", "258", b"\x00\x00\x01\x02"),
+        ("plain_avro", "plain", b"plain"),
+    ],
+)
+def test_schema_key_round_trips_and_matches_the_column_expression(
+    spark: SparkSession, wire_format: str, schema_id: str, key: bytes
+) -> None:
+    assert schema_key(wire_format, schema_id) == key
+    assert schema_id_of_key(wire_format, key) == schema_id
+    keys = spark.createDataFrame([(key,), (None,)], "k binary")
+    actual = keys.select(schema_id_column(wire_format, F.col("k")).alias("id"))
+    expected = spark.createDataFrame([(schema_id,), (None,)], "id string")
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_schema_key_rejects_an_id_of_another_format() -> None:
+    with pytest.raises(ValueError, match="expected 'plain', found '7'"):
+        schema_key("plain_avro", "7")
+    with pytest.raises(ValueError, match="badly formed hexadecimal UUID string"):
+        schema_key("glue", "7")
