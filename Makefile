@@ -22,16 +22,20 @@ $(STAMP_VENV): pyproject.toml
 	$(PY) -m pip install -q -e '.[local,dev]'
 	@touch $@
 
-$(STAMP_JARS): jvm/spark/pom.xml jvm/broker/pom.xml
+UDF_SOURCES := $(shell find jvm/udf/src -name '*.java')
+
+$(STAMP_JARS): jvm/spark/pom.xml jvm/broker/pom.xml jvm/udf/pom.xml $(UDF_SOURCES)
 	@command -v mvn >/dev/null || { echo "need Maven (mvn) and a JDK 17 on PATH"; exit 1; }
-	rm -rf .jars/spark .jars/broker
+	rm -rf .jars/spark .jars/broker jvm/udf/target
 	$(MVN) -f jvm/spark/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/spark
 	$(MVN) -f jvm/broker/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/broker
+	$(MVN) -f jvm/udf/pom.xml package -DskipTests
+	cp jvm/udf/target/etl-udf-*.jar .jars/spark/
 	@touch $@
 
 setup: $(STAMP_VENV) $(STAMP_JARS) ## Python venv + Maven-resolved JVM jars
 
-jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side and broker side)
+jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side and broker side) and build our UDF jar
 
 run: setup ## start the local stack, produce demo events, ingest them into Iceberg, show the table
 	$(PY) -m jobs.demo --conf $(CONF)

@@ -29,7 +29,7 @@ from etl.registry import SchemaResolver, build_resolver
 from etl.schema_evolution import ReaderSchema
 from etl.secrets import scram_credentials
 from etl.sinks import CommitInfo, TableSink, TableSpec, load_sink
-from transforms.decode import decode_avro, inflate_zlib
+from transforms.decode import INFLATE_ZLIB_FUNCTION, decode_avro, inflate_zlib
 from transforms.expectations import (
     Action,
     Expectation,
@@ -51,6 +51,11 @@ RECORDS_READ_KEY = "etl.records-read"
 RECORDS_WRITTEN_KEY = "etl.records-written"
 RECORDS_DEAD_KEY = "etl.records-dead-lettered"
 _DEAD = "etl.dead"
+
+
+def _inflate_engine(df: DataFrame) -> str:
+    """``jvm`` when build_spark registered the JVM inflater, else ``python``."""
+    return "jvm" if df.sparkSession.catalog.functionExists(INFLATE_ZLIB_FUNCTION) else "python"
 
 
 def _first(df: DataFrame) -> dict[str, Any]:
@@ -214,10 +219,13 @@ class BatchProcessor:
             framed = source.transform(
                 parse_frame(wire_format=wire_format, max_value_bytes=decode.max_value_bytes)
             )
-            # one small job: the distinct schema ids (bad frames have none) and the total
-            per_key = framed.groupBy("_schema_key").count().collect()
+            # one small job: the distinct schema ids (bad frames have none), whether any body
+            # is compressed, and the total
+            per_key = framed.groupBy("_schema_key", "_compression").count().collect()
             read = sum(int(row["count"]) for row in per_key)
-            ids = [schema_id_of_key(wire_format, row[0]) for row in per_key if row[0] is not None]
+            keys = {bytes(row[0]) for row in per_key if row[0] is not None}
+            ids = [schema_id_of_key(wire_format, key) for key in sorted(keys)]
+            compressed = any(row[1] == "zlib" for row in per_key)
             writers = self.resolver.resolve(ids)
             rejected = self.reader.admit(writers)
             for change in self.reader.changes:
@@ -225,9 +233,12 @@ class BatchProcessor:
             self.reader.changes.clear()
             for version_id, reason in rejected.items():
                 log.warning("%s: schema version %s rejected: %s", self.name, version_id, reason)
+            if compressed:
+                framed = framed.transform(
+                    inflate_zlib(max_bytes=decode.max_value_bytes, engine=_inflate_engine(source))
+                )
             rows = (
-                framed.transform(inflate_zlib(max_bytes=decode.max_value_bytes))
-                .transform(
+                framed.transform(
                     decode_avro(
                         wire_format=wire_format,
                         writer_schemas=writers,

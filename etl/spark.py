@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,9 +10,12 @@ from typing import TYPE_CHECKING
 
 from etl.config import CatalogSettings, CatalogType, Settings
 from etl.exceptions import ConfigError
+from transforms.decode import INFLATE_ZLIB_CLASS, INFLATE_ZLIB_FUNCTION, INFLATE_ZLIB_RESULT
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 
@@ -111,4 +115,29 @@ def build_spark(settings: Settings) -> SparkSession:
         builder = builder.master(settings.spark.master)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    register_jvm_functions(session)
+    return session
+
+
+def register_jvm_functions(spark: SparkSession) -> bool:
+    """Registers the project's JVM UDFs (``jvm/udf``) if their jar is on the classpath.
+
+    Returns:
+        True if registered; False if the jar is missing (zlib bodies are then inflated in
+        Python, which works but is slower, see README "Performance").
+    """
+    try:
+        spark.udf.registerJavaFunction(
+            INFLATE_ZLIB_FUNCTION, INFLATE_ZLIB_CLASS, INFLATE_ZLIB_RESULT
+        )
+    except Exception as err:
+        if INFLATE_ZLIB_CLASS not in str(err):
+            raise
+        log.warning(
+            "%s is not on the classpath (ship .jars/spark/etl-udf-*.jar with the job): "
+            "zlib bodies are inflated in Python",
+            INFLATE_ZLIB_CLASS,
+        )
+        return False
+    return True

@@ -28,6 +28,11 @@ from transforms.framing import schema_id_column, schema_key
 DECODED_MARKER = "_etl_decoded"
 RECORD_COL = "_record"
 BARRIER_COL = "_barrier"
+# the JVM inflater (jvm/udf), registered under this name by etl.spark.build_spark
+INFLATE_ZLIB_FUNCTION = "etl_inflate_zlib"
+INFLATE_ZLIB_CLASS = "etl.udf.InflateZlib"
+INFLATE_ZLIB_RESULT = "struct<body:binary,error_class:string,error_message:string>"
+_INFLATED = "_inflated"
 
 
 def with_decoded_marker(reader_schema: str) -> str:
@@ -160,25 +165,36 @@ def record_fields(df: DataFrame) -> list[str]:
 
 
 def inflate_zlib(
-    *, max_bytes: int, payload_col: str = "_payload", compression_col: str = "_compression"
+    *,
+    max_bytes: int,
+    engine: str = "python",
+    payload_col: str = "_payload",
+    compression_col: str = "_compression",
 ) -> Callable[[DataFrame], DataFrame]:
-    """Returns a transform that inflates zlib-compressed payloads in Arrow batches.
+    """Returns a transform that inflates zlib-compressed payloads.
 
-    Only rows marked ``zlib`` travel to Python; the rest stay in the JVM. A stream that does
-    not inflate gets ``DECOMPRESS_ERROR``; one that inflates past ``max_bytes`` (a zip bomb or
-    an oversized record) gets ``VALUE_TOO_LARGE``.
+    A stream that does not inflate gets ``DECOMPRESS_ERROR``; one that inflates past
+    ``max_bytes`` (a zip bomb or an oversized record) gets ``VALUE_TOO_LARGE``.
 
     Args:
         max_bytes: Largest inflated body accepted.
+        engine: ``jvm`` calls the ``INFLATE_ZLIB_FUNCTION`` UDF (``jvm/udf``, registered by
+            ``etl.spark.build_spark``) in one projection; ``python`` sends only the zlib
+            rows to Python in Arrow batches (no jar needed, but a second scan and a union).
         payload_col: Binary column with the compressed body.
         compression_col: String column, ``zlib`` for compressed rows.
 
     Returns:
         A function for ``df.transform(...)``; afterwards ``compression_col`` reads ``none``
         for every row with a good payload.
-    """
 
-    def _transform(df: DataFrame) -> DataFrame:
+    Raises:
+        ValueError: ``engine`` is neither ``jvm`` nor ``python``.
+    """
+    if engine not in ("jvm", "python"):
+        raise ValueError(f"inflate engine: expected jvm or python, found {engine!r}")
+
+    def _python(df: DataFrame) -> DataFrame:
         is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
         names = df.columns
         inflated = df.where(is_zlib).mapInArrow(
@@ -186,7 +202,31 @@ def inflate_zlib(
         )
         return df.where(~is_zlib).unionByName(inflated)
 
-    return _transform
+    def _jvm(df: DataFrame) -> DataFrame:
+        is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
+        result = F.col(_INFLATED)
+        failed = is_zlib & result["error_class"].isNotNull()
+        with_result = df.withColumn(
+            _INFLATED,
+            F.when(
+                is_zlib, F.call_udf(INFLATE_ZLIB_FUNCTION, F.col(payload_col), F.lit(max_bytes))
+            ),
+        )
+        replaced = {
+            payload_col: F.when(is_zlib, result["body"]).otherwise(F.col(payload_col)),
+            compression_col: F.when(is_zlib, F.when(~failed, F.lit("none"))).otherwise(
+                F.col(compression_col)
+            ),
+            "_error_class": F.when(failed, result["error_class"]).otherwise(F.col("_error_class")),
+            "_error_message": F.when(failed, result["error_message"]).otherwise(
+                F.col("_error_message")
+            ),
+        }
+        return with_result.select(
+            *[replaced[c].alias(c) if c in replaced else F.col(c) for c in df.columns]
+        )
+
+    return _jvm if engine == "jvm" else _python
 
 
 def _inflater(
@@ -230,7 +270,10 @@ def _inflate_one(
     try:
         body = inflater.decompress(compressed, max_bytes)
     except zlib.error as err:
-        return None, ErrorClass.DECOMPRESS_ERROR.value, f"zlib stream does not inflate: {err}"
+        # "Error -3 while decompressing data: incorrect header check" -> zlib's own reason,
+        # the message the JVM inflater gives too
+        reason = str(err).split(": ", 1)[-1]
+        return None, ErrorClass.DECOMPRESS_ERROR.value, f"zlib stream does not inflate: {reason}"
     if inflater.unconsumed_tail:
         return (
             None,
