@@ -11,6 +11,10 @@ zlib), warms the JVM up on a small topic, then measures on the same data:
                          records, into no-op (framing, registry, zlib, decode, routing);
 - ``ours_process``       ``BatchProcessor.process`` over the cached records, no-op sinks;
 - ``python_udf_decode``  a naive fastavro ``@udf`` over the cached framed records;
+- ``decode_breakdown``   the steps inside ``ours_decode`` timed one by one (scan, framing,
+                         schema-id scan, decode with / without the Kafka metadata columns);
+- ``iceberg_write_limit`` the product's Iceberg sink appending already-decoded cached rows
+                         (what e2e could reach if decoding were free);
 - ``e2e_iceberg``        ``start_pipeline`` (available_now) from Kafka into Iceberg.
 
 A measured path runs until its runs add up to ``--min-seconds`` (20 s; at most
@@ -24,6 +28,7 @@ wiped at the start of each run; every process started here is stopped at the end
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -77,10 +82,14 @@ DEFAULT_PATHS = (
     "ours_decode",
     "ours_process",
     "python_udf_decode",
+    "decode_breakdown",
+    "iceberg_write_limit",
     "e2e_iceberg",
 )
 ALL_PATHS = DEFAULT_PATHS
 DECODE_PATHS = {
+    "decode_breakdown",
+    "iceberg_write_limit",
     "ours_decode",
     "ours_process",
     "python_udf_decode",
@@ -483,6 +492,35 @@ class Bench:
             ),
         )
 
+        def breakdown(_run: int) -> tuple[float, dict[str, Any]]:
+            steps = paths.decode_breakdown(cached, build_processor(self.settings, pipeline))
+            return sum(steps.values()), {f"step_{k}_s": round(v, 3) for k, v in steps.items()}
+
+        self._measure("decode_breakdown", records, values, breakdown, warm=warm)
+        if "iceberg_write_limit" in self.args.paths:
+            self._write_limit(cached, pipeline, records, values, warm=warm)
+
+    def _write_limit(
+        self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
+    ) -> None:
+        """Iceberg append of pre-decoded rows: what e2e could reach with a free decode."""
+        spec = build_processor(self.settings, pipeline).sink.spec
+        rows = paths.decoded_table_rows(cached, build_processor(self.settings, pipeline))
+        try:
+
+            def write(run: int) -> tuple[float, dict[str, Any]]:
+                table = f"{spec.table}_write_limit_{'warm' if warm else 'run'}_{run}"
+                seconds = paths.iceberg_write_limit(rows, dataclasses.replace(spec, table=table))
+                landed = self.spark.table(table).count()  # not timed
+                if landed != records:
+                    raise RuntimeError(f"{table} holds {landed} of {records} records")
+                self.spark.sql(f"DROP TABLE {table} PURGE")
+                return seconds, {}
+
+            self._measure("iceberg_write_limit", records, values, write, warm=warm)
+        finally:
+            rows.unpersist(blocking=True)
+
 
 def machine(spark: SparkSession) -> dict[str, Any]:
     """Cores, memory and versions of what ran the benchmark."""
@@ -542,6 +580,8 @@ def summarize(
         "e2e_vs_noop_ratio": ratio("e2e_iceberg", "kafka_noop"),
         "e2e_vs_noop_stream_ratio": ratio("e2e_iceberg", "kafka_noop_stream"),
         "process_vs_decode_ratio": ratio("ours_process", "ours_decode"),
+        "write_limit_vs_noop_ratio": ratio("iceberg_write_limit", "kafka_noop"),
+        "e2e_vs_write_limit_ratio": ratio("e2e_iceberg", "iceberg_write_limit"),
         "commit_latency_p50_s": _round(e2e.get("commit_latency_p50_s")),
         "commit_latency_p95_s": _round(e2e.get("commit_latency_p95_s")),
         "commit_latency_measures": "wall time of each BatchProcessor.process call (one "
@@ -630,6 +670,10 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{m['mbps']:.1f} | {rss.get('driver_jvm', 0):,.0f} | {workers} | "
             f"{m['cpu_share_other_processes']:.0%} |"
         )
+    steps = doc["paths"].get("decode_breakdown")
+    if steps:
+        lines += ["", "| decode step (one run, seconds) | value |", "|---|---:|"]
+        lines += [f"| {k[5:-2]} | {v:.2f} |" for k, v in steps.items() if k.startswith("step_")]
     lines += ["", "| figure | value | target |", "|---|---:|---:|"]
     targets = {
         "decode_vs_native_ratio": ">= 0.8",
@@ -637,6 +681,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "e2e_vs_noop_ratio": ">= 0.6",
         "e2e_vs_noop_stream_ratio": "",
         "process_vs_decode_ratio": "",
+        "write_limit_vs_noop_ratio": "",
+        "e2e_vs_write_limit_ratio": "",
         "commit_latency_p50_s": "",
         "commit_latency_p95_s": "",
         "iceberg_append_p50_s": "",

@@ -2,7 +2,8 @@
 
 ``--packages`` gets the pom's direct dependencies; ``spark.jars.excludes`` gets its
 exclusions (Spark resolves them with glob matching), so the cluster resolves the same set
-``make jars`` does locally.
+``make jars`` does locally. ``--jars`` gets the project's own UDF jar (built from ``jvm/udf``
+by ``make jars``; it is not on Maven Central).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-POM = Path(__file__).resolve().parents[2] / "jvm" / "spark" / "pom.xml"
+REPO = Path(__file__).resolve().parents[2]
+POM = REPO / "jvm" / "spark" / "pom.xml"
+JARS_DIR = REPO / ".jars" / "spark"
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -37,10 +40,24 @@ def maven_dependencies(pom: Path = POM) -> tuple[list[str], list[str]]:
     return packages, sorted(set(excludes))
 
 
+def udf_jar(jars_dir: Path = JARS_DIR) -> Path | None:
+    """The built ``etl-udf`` jar, or None before ``make jars``."""
+    return next(iter(sorted(jars_dir.glob("etl-udf-*.jar"))), None)
+
+
 def main() -> int:
     """Prints the spark-submit flags."""
     packages, excludes = maven_dependencies()
-    print(f"--packages {','.join(packages)} --conf spark.jars.excludes={','.join(excludes)}")
+    flags = f"--packages {','.join(packages)} --conf spark.jars.excludes={','.join(excludes)}"
+    jar = udf_jar()
+    if jar is None:
+        print(
+            "etl-udf jar not built (run `make jars`): zlib would be inflated in Python",
+            file=sys.stderr,
+        )
+    else:
+        flags += f" --jars {jar}"
+    print(flags)
     return 0
 
 

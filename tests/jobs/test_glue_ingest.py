@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyspark
 
-from etl.devstack.packages import maven_dependencies
+from etl.devstack.packages import maven_dependencies, udf_jar
 from jobs.glue_ingest import ingest_argv
 
 
@@ -25,3 +27,9 @@ def test_maven_dependencies_match_pyspark_and_carry_exclusions() -> None:
     ]
     assert "software.amazon.msk:aws-msk-iam-auth:2.3.2" in packages
     assert {"software.amazon.awssdk:*", "com.fasterxml.jackson.core:*"} <= set(excludes)
+
+
+def test_udf_jar_is_found_once_built(tmp_path: Path) -> None:
+    assert udf_jar(tmp_path) is None
+    (tmp_path / "etl-udf-1.0.0.jar").write_bytes(b"")
+    assert udf_jar(tmp_path) == tmp_path / "etl-udf-1.0.0.jar"
