@@ -123,7 +123,7 @@ def _report(table: str, dead_letter: str, checkpoint: str) -> None:
     print(f"\n== table {table}: {spark.table(table).count()} rows")
     spark.sql(
         f"SELECT snapshot_id, operation, summary['etl.batch-id'] AS batch_id, "
-        f"summary['added-records'] AS added_records, summary['etl.records-dead-lettered'] AS dead "
+        f"summary['etl.records-read'] AS records_read, summary['added-records'] AS added_records "
         f"FROM {table}.snapshots ORDER BY committed_at"
     ).show(truncate=False)
     spark.table(table).select(

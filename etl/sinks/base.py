@@ -104,4 +104,8 @@ class TableSink(abc.ABC):
 
     @abc.abstractmethod
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
-        """Appends ``df`` atomically, storing ``commit.properties()`` with the commit."""
+        """Appends ``df`` atomically, storing ``commit.properties()`` with the commit.
+
+        Must run ``df``'s plan as one Spark action: the pipeline reads counts observed on
+        ``df`` (``DataFrame.observe``) once it returns.
+        """
