@@ -19,7 +19,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.wire import avro_body, encode_glue
+from etl.wire import avro_body, encode_confluent, encode_glue
 from tests.conftest import REPO
 from tests.orders import ORDER, spark_row
 from transforms.decode import (
@@ -322,3 +322,24 @@ def test_inflate_zlib_limits_and_trailing_bytes(spark: SparkSession, engine: str
 def test_inflate_zlib_rejects_an_unknown_engine() -> None:
     with pytest.raises(ValueError, match="expected jvm or python, found 'c'"):
         inflate_zlib(max_bytes=1, engine="c")
+
+
+def test_decode_avro_confluent_ids_match_their_framed_key(spark: SparkSession) -> None:
+    body = avro_body(fastavro.parse_schema(json.loads(ORDERS)), FULL)
+    values = spark.createDataFrame(
+        [(encode_confluent(body, 7),), (encode_confluent(body, 8),)],
+        StructType([StructField("value", BinaryType())]),
+    )
+    actual = (
+        values.transform(parse_frame(wire_format="confluent", max_value_bytes=4096))
+        .transform(
+            decode_avro(wire_format="confluent", writer_schemas={"7": ORDERS}, reader_schema=ORDERS)
+        )
+        .select("_schema_id", "_error_class", F.col("_record.order_id").alias("order_id"))
+        .orderBy("_schema_id")
+    )
+    expected = spark.createDataFrame(
+        [("7", None, "o-1"), ("8", "UNKNOWN_SCHEMA", None)],
+        "_schema_id string, _error_class string, order_id string",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
