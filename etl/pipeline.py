@@ -165,7 +165,9 @@ class BatchProcessor:
             # reported, so the observation would never complete. Decoding up to the first
             # good row is a small job.
             observation = Observation(f"etl-{self.name}-{batch_id}-{uuid.uuid4()}")
-            if table.take(1):
+            # checked first: an observed plan that never runs would leave its listener behind
+            replayed = self.sink.committed_before(rows.sparkSession, commit)
+            if not replayed and table.take(1):
                 committed = self.sink.write_batch(
                     rows.observe(observation, *metrics).transform(table_rows()), commit
                 )

@@ -79,20 +79,26 @@ class TableSink(abc.ABC):
         if not self._ready:
             self.ensure_table(spark, df.schema)
             self._ready = True
-        if commit.query_id not in self._committed:
-            self._committed[commit.query_id] = self.last_committed_batch(spark, commit.query_id)
-        last = self._committed[commit.query_id]
-        if last is not None and commit.batch_id <= last:
+        if self.committed_before(spark, commit):
             log.info(
-                "%s: batch %d already committed (last %d), skipping replay",
-                self.spec.table,
-                commit.batch_id,
-                last,
+                "%s: batch %d already committed, skipping replay", self.spec.table, commit.batch_id
             )
             return False
         self.append(df, commit)
         self._committed[commit.query_id] = commit.batch_id
         return True
+
+    def committed_before(self, spark: SparkSession, commit: CommitInfo) -> bool:
+        """Whether this batch (or a later one) of the query already landed in the table.
+
+        Reads the table once per query id and process (nothing before the table exists).
+        """
+        if commit.query_id not in self._committed:
+            exists = self._ready or spark.catalog.tableExists(self.spec.table)
+            last = self.last_committed_batch(spark, commit.query_id) if exists else None
+            self._committed[commit.query_id] = last
+        last = self._committed[commit.query_id]
+        return last is not None and commit.batch_id <= last
 
     @abc.abstractmethod
     def ensure_table(self, spark: SparkSession, schema: StructType) -> None:

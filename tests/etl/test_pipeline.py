@@ -28,7 +28,7 @@ from etl.pipeline import BatchProcessor
 from etl.registry import FileSchemas, read_avsc
 from etl.sample_data import orders
 from etl.schema_evolution import ReaderSchema
-from etl.sinks import TableSpec
+from etl.sinks import CommitInfo, TableSpec
 from etl.sinks.iceberg import IcebergSink
 from etl.wire import avro_body, encode_glue
 from tests.conftest import REPO
@@ -337,3 +337,16 @@ def test_process_bad_expectation_expression_names_the_config_key(spark: SparkSes
     )
     with pytest.raises(ConfigError, match=r"^pipelines\.expect_bad\.expectations: "):
         processor.process(_kafka_batch(spark, _frames(orders(1))), 0, query_id="q")
+
+
+def test_sink_committed_before_learns_from_the_table(spark: SparkSession) -> None:
+    sink = IcebergSink(TableSpec("local.unit.seen"))
+    first = CommitInfo("p", "q", 0)
+    assert not sink.committed_before(spark, first)  # no table yet
+    assert sink.write_batch(spark.createDataFrame([(1,)], "x int"), first)
+    assert sink.committed_before(spark, first)
+
+    restarted = IcebergSink(TableSpec("local.unit.seen"))
+    assert restarted.committed_before(spark, first)
+    assert not restarted.committed_before(spark, CommitInfo("p", "q", 1))
+    assert not restarted.committed_before(spark, CommitInfo("p", "another-query", 0))
