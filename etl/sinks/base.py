@@ -91,12 +91,10 @@ class TableSink(abc.ABC):
     def committed_before(self, spark: SparkSession, commit: CommitInfo) -> bool:
         """Whether this batch (or a later one) of the query already landed in the table.
 
-        Reads the table once per query id and process (nothing before the table exists).
+        Reads the table once per query id and process.
         """
         if commit.query_id not in self._committed:
-            exists = self._ready or spark.catalog.tableExists(self.spec.table)
-            last = self.last_committed_batch(spark, commit.query_id) if exists else None
-            self._committed[commit.query_id] = last
+            self._committed[commit.query_id] = self.last_committed_batch(spark, commit.query_id)
         last = self._committed[commit.query_id]
         return last is not None and commit.batch_id <= last
 
@@ -106,7 +104,7 @@ class TableSink(abc.ABC):
 
     @abc.abstractmethod
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
-        """The highest batch id committed by this query, or None."""
+        """The highest batch id committed by this query, or None (also before the table exists)."""
 
     @abc.abstractmethod
     def append(self, df: DataFrame, commit: CommitInfo) -> None:

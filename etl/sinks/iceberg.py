@@ -59,6 +59,8 @@ class IcebergSink(TableSink):
 
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
         """Reads the snapshot summaries for the highest batch id of this query."""
+        if not spark.catalog.tableExists(self.spec.table):
+            return None
         row = (
             spark.table(f"{self.spec.table}.snapshots")
             .where(F.col("summary").getItem(QUERY_ID_KEY) == query_id)
