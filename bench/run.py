@@ -51,7 +51,6 @@ from bench.data import Pool, Versions, build_pool, produce_pool, register_versio
 from bench.monitor import CpuShare, RssMonitor
 from etl.config import Settings
 from etl.devstack.stack import LocalStack, StackInfo
-from etl.exceptions import LocalStackError
 from etl.pipeline import build_processor
 
 if TYPE_CHECKING:
@@ -504,8 +503,9 @@ class Bench:
         self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
     ) -> None:
         """Iceberg append of pre-decoded rows: what e2e could reach with a free decode."""
-        spec = build_processor(self.settings, pipeline).sink.spec
-        rows = paths.decoded_table_rows(cached, build_processor(self.settings, pipeline))
+        processor = build_processor(self.settings, pipeline)
+        spec = processor.sink.spec
+        rows = paths.decoded_table_rows(cached, processor)
         try:
 
             def write(run: int) -> tuple[float, dict[str, Any]]:
@@ -700,25 +700,6 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def start_stack(workdir: Path, broker_jars: Path, attempts: int = 3) -> LocalStack:
-    """Starts the local stack, retrying a known-flaky broker format.
-
-    ``KafkaBroker`` passes a random base64 cluster id as a separate argument; about 1 in 64
-    ids starts with ``-`` and the storage tool then reads it as an option.
-    """
-    for attempt in range(1, attempts + 1):
-        shutil.rmtree(workdir, ignore_errors=True)
-        stack = LocalStack(workdir, broker_jars)
-        try:
-            stack.start()
-            return stack
-        except LocalStackError as err:
-            if "--cluster-id" not in str(err) or attempt == attempts:
-                raise
-            log.warning("broker storage format failed on a cluster id starting with '-', retrying")
-    raise AssertionError("unreachable")
-
-
 def run_bench(
     args: argparse.Namespace,
     stack: LocalStack,
@@ -787,7 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
 
-    stack = start_stack(workdir / "stack", Path(args.broker_jars))
+    stack = LocalStack(workdir / "stack", Path(args.broker_jars))
+    stack.start()
     try:
         with RssMonitor() as monitor:
             doc = run_bench(args, stack, monitor, workdir, started)

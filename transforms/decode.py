@@ -193,9 +193,9 @@ def inflate_zlib(
     """
     if engine not in ("jvm", "python"):
         raise ValueError(f"inflate engine: expected jvm or python, found {engine!r}")
+    is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
 
     def _python(df: DataFrame) -> DataFrame:
-        is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
         names = df.columns
         inflated = df.where(is_zlib).mapInArrow(
             _inflater(names, payload_col, compression_col, max_bytes), df.schema
@@ -203,7 +203,6 @@ def inflate_zlib(
         return df.where(~is_zlib).unionByName(inflated)
 
     def _jvm(df: DataFrame) -> DataFrame:
-        is_zlib = F.coalesce(F.col(compression_col) == "zlib", F.lit(False))
         result = F.col(_INFLATED)
         failed = is_zlib & result["error_class"].isNotNull()
         with_result = df.withColumn(

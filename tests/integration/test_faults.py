@@ -6,6 +6,7 @@ Every test ends with the table holding exactly the produced records: no loss, no
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -487,17 +488,18 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     publish(local_stack, topic, orders(300, start=0), produced, version=version_a)
     checkpoint = tmp_path / "checkpoint"
 
-    # phase 1: the registry answers (through the proxy); version A is resolved and cached
-    settings = _registry_settings(
+    settings_for = functools.partial(
+        _registry_settings,
         warehouse,
         local_stack,
         proxy.endpoint,
         name=name,
         topic=topic,
         ckpt=checkpoint,
-        mode="processing_time",
     )
-    query, processor = start_pipeline(spark, settings, name)
+
+    # phase 1: the registry answers (through the proxy); version A is resolved and cached
+    query, processor = start_pipeline(spark, settings_for(mode="processing_time"), name)
     try:
         _wait_written(query, processor, 300, timeout=120)
         assert proxy.accepted > 0, "the job did not reach the registry through the proxy"
@@ -532,16 +534,7 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     # phase 3: the registry is back on the same address; the same checkpoint resumes
     accepted = proxy.accepted
     proxy.start()
-    settings = _registry_settings(
-        warehouse,
-        local_stack,
-        proxy.endpoint,
-        name=name,
-        topic=topic,
-        ckpt=checkpoint,
-        mode="available_now",
-    )
-    query, processor = start_pipeline(spark, settings, name)
+    query, processor = start_pipeline(spark, settings_for(mode="available_now"), name)
     try:
         finished = query.awaitTermination(120)
     finally:
