@@ -24,10 +24,10 @@ $(STAMP_VENV): pyproject.toml
 
 UDF_SOURCES := $(shell find jvm/udf/src -name '*.java')
 
-$(STAMP_JARS): jvm/spark/pom.xml jvm/broker/pom.xml jvm/udf/pom.xml $(UDF_SOURCES)
+$(STAMP_JARS): etl/jvm/pom.xml jvm/broker/pom.xml jvm/udf/pom.xml $(UDF_SOURCES)
 	@command -v mvn >/dev/null || { echo "need Maven (mvn) and a JDK 17 on PATH"; exit 1; }
 	rm -rf .jars/spark .jars/broker jvm/udf/target
-	$(MVN) -f jvm/spark/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/spark
+	$(MVN) -f etl/jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/spark
 	$(MVN) -f jvm/broker/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/broker
 	$(MVN) -f jvm/udf/pom.xml package -DskipTests
 	cp jvm/udf/target/etl-udf-*.jar .jars/spark/
@@ -38,7 +38,7 @@ setup: $(STAMP_VENV) $(STAMP_JARS) ## Python venv + Maven-resolved JVM jars
 jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side and broker side) and build our UDF jar
 
 run: setup ## start the local stack, produce demo events, ingest them into Iceberg, show the table
-	$(PY) -m jobs.demo --conf $(CONF)
+	$(PY) -m devtools.demo --conf $(CONF)
 
 test: setup ## the whole test suite (unit + integration on the local stack)
 	$(PY) -m pytest -q
@@ -65,10 +65,10 @@ bench-quick: setup ## a small benchmark run, as a smoke check
 	$(PY) -m bench.run --quick
 
 stack-up: setup ## start the local stack in the background (state in .stack/)
-	$(PY) -m etl.devstack up --workdir .stack --broker-jars .jars/broker
+	$(PY) -m devtools.devstack up --workdir .stack --broker-jars .jars/broker
 
 stack-down: ## stop the local stack
-	@if [ -x $(PY) ]; then $(PY) -m etl.devstack down --workdir .stack; fi
+	@if [ -x $(PY) ]; then $(PY) -m devtools.devstack down --workdir .stack; fi
 
 clean: stack-down ## remove local state (venv and jars stay)
 	rm -rf .warehouse .checkpoints .stack .bench spark-warehouse

@@ -18,10 +18,10 @@ from typing import Any
 
 import fastavro
 
-from etl.producer import register_schema
+from devtools.producer import register_schema
+from devtools.sample_data import orders
+from devtools.wire import avro_body, encode_glue
 from etl.registry import read_avsc
-from etl.sample_data import orders
-from etl.wire import avro_body, encode_glue
 
 log = logging.getLogger("bench.data")
 

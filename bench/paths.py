@@ -8,6 +8,7 @@ uncompressed v1 Avro bodies.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -16,29 +17,30 @@ import uuid
 import zlib
 from collections.abc import Callable
 from contextlib import redirect_stdout
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
+from etl.commit import BatchResult
 from etl.config import Settings
-from etl.pipeline import BatchProcessor, BatchResult, build_processor, start_pipeline
-from etl.sinks import CommitInfo, TableSink, TableSpec
-from etl.sinks.iceberg import IcebergSink
-from etl.wire import GLUE_COMPRESSION_ZLIB, GLUE_HEADER_LENGTH, GLUE_HEADER_VERSION
+from etl.formats import CommitInfo, TableSink, TableSpec
+from etl.formats.iceberg import IcebergSink
+from etl.pipeline import Pipeline, build_pipeline, start_pipeline
+from transforms.columns import COMPRESSION, SCHEMA_KEY
 from transforms.framing import parse_frame
 from transforms.routing import dead_letter_rows, table_rows
+from transforms.wire import GLUE_COMPRESSION_ZLIB, GLUE_HEADER_LENGTH, GLUE_HEADER_VERSION
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
 QUERY_TIMEOUT_S = 1800
-P = TypeVar("P", bound=BatchProcessor)
 
 
 def noop(df: DataFrame) -> None:
@@ -174,17 +176,17 @@ def native_from_avro(bodies: DataFrame, writer_schema: str, plan: Path | None) -
 
 
 def ours_decode(
-    cached: DataFrame, processor: BatchProcessor, plan: Path | None
+    cached: DataFrame, pipeline: Pipeline, plan: Path | None
 ) -> tuple[float, dict[str, int]]:
-    """The product's decode of one batch (``BatchProcessor.decoded``) + routing, into no-op.
+    """The product's decode of one batch (``BatchDecoder.decode``) + routing, into no-op.
 
-    ``decoded`` frames and caches the records, scans their schema ids, resolves them in the
+    ``decode`` frames and caches the records, scans their schema ids, resolves them in the
     registry, and builds inflate -> decode -> flatten (cached); ``table_rows`` then routes
     the good rows into the no-op sink, which is where the decoded rows are computed.
     Returns (seconds, bytes of everything cached at the end, input included).
     """
     started = time.perf_counter()
-    with processor.decoded(cached) as decoded:
+    with pipeline.decoder.decode(cached) as decoded:
         table = decoded.rows.transform(table_rows())
         save_plan(table, plan)
         noop(table)
@@ -193,44 +195,38 @@ def ours_decode(
     return seconds, sizes
 
 
-def rewire(base: BatchProcessor, cls: type[P], **overrides: Any) -> P:
-    """A new processor of ``cls`` with ``base``'s wiring (fresh state) and some parts swapped."""
-    wiring = {
-        f.name: getattr(base, f.name)
-        for f in fields(BatchProcessor)
-        if f.init and not f.name.startswith("_") and f.name != "results"
-    }
-    return cls(**{**wiring, **overrides})
-
-
 class NoopSink(TableSink):
     """A TableSink whose append forces the rows into Spark's no-op sink."""
 
     def ensure_table(self, spark: SparkSession, schema: StructType) -> None:
         """Nothing to create."""
 
-    def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
-        """Never committed before."""
-        return None
+    def exists(self, spark: SparkSession) -> bool:
+        """Never: so nothing was committed before either."""
+        return False
+
+    def commit_history(self, spark: SparkSession) -> DataFrame:
+        """Not asked for: the table never exists."""
+        raise NotImplementedError("a no-op sink keeps no commits")
 
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
         """Forces the rows."""
         noop(df)
 
 
-def ours_process(cached: DataFrame, base: BatchProcessor) -> tuple[float, dict[str, int]]:
-    """``BatchProcessor.process`` (persist, id scan, counts, routing) with no-op sinks.
+def ours_process(cached: DataFrame, base: Pipeline) -> tuple[float, dict[str, int]]:
+    """``Pipeline.process`` (persist, id scan, counts, routing) with no-op sinks.
 
     Returns (seconds, the batch's read/written/dead counts).
     """
-    processor = rewire(
-        base,
-        BatchProcessor,
-        sink=NoopSink(TableSpec("bench.noop.table")),
+    committer = dataclasses.replace(
+        base.committer,
+        table=NoopSink(TableSpec("bench.noop.table")),
         dead_letter=NoopSink(TableSpec("bench.noop.dlq")),
     )
+    pipeline = build_pipeline_like(base, committer=committer)
     started = time.perf_counter()
-    result = processor.process(cached, 0, query_id=str(uuid.uuid4()))
+    result = pipeline.process(cached, 0, query_id=str(uuid.uuid4()))
     seconds = time.perf_counter() - started
     return seconds, {
         "read": result.read,
@@ -242,7 +238,14 @@ def ours_process(cached: DataFrame, base: BatchProcessor) -> tuple[float, dict[s
 # -- decode_breakdown -----------------------------------------------------------------------
 
 
-def decode_breakdown(cached: DataFrame, processor: BatchProcessor) -> dict[str, float]:
+def build_pipeline_like(base: Pipeline, **parts: Any) -> Pipeline:
+    """A pipeline wired like ``base`` with some parts swapped (fresh counts)."""
+    return Pipeline(
+        base.name, parts.get("decoder", base.decoder), parts.get("committer", base.committer)
+    )
+
+
+def decode_breakdown(cached: DataFrame, pipeline: Pipeline) -> dict[str, float]:
     """Seconds of each step inside ``ours_decode``, each timed on its own over the cached input.
 
     ``scan_input`` reads the cached Kafka rows; ``framing`` adds the frame columns;
@@ -250,18 +253,16 @@ def decode_breakdown(cached: DataFrame, processor: BatchProcessor) -> dict[str, 
     decode pass keeping only the record's fields; ``decode_and_route`` the same pass with
     the Kafka metadata columns the table keeps (what ``ours_decode`` runs after its scan).
     """
-    decode = processor.settings.decode
+    decode = pipeline.decoder.settings
     framed = cached.transform(
-        parse_frame(wire_format=decode.wire_format.value, max_value_bytes=decode.max_value_bytes)
+        parse_frame(wire_format=decode.wire_format, max_value_bytes=decode.max_value_bytes)
     )
     steps = {
         "scan_input": timed(lambda: noop(cached)),
         "framing": timed(lambda: noop(framed)),
-        "schema_id_scan": timed(
-            lambda: framed.groupBy("_schema_key", "_compression").count().collect()
-        ),
+        "schema_id_scan": timed(lambda: framed.groupBy(SCHEMA_KEY, COMPRESSION).count().collect()),
     }
-    with processor.decoded(cached) as decoded:
+    with pipeline.decoder.decode(cached) as decoded:
         table = decoded.rows.transform(table_rows())
         fields = [c for c in table.columns if not c.startswith("_")]
         steps["decode_fields_only"] = timed(lambda: noop(table.select(*fields)))
@@ -272,9 +273,9 @@ def decode_breakdown(cached: DataFrame, processor: BatchProcessor) -> dict[str, 
 # -- iceberg_write_limit --------------------------------------------------------------------
 
 
-def decoded_table_rows(cached: DataFrame, processor: BatchProcessor) -> DataFrame:
+def decoded_table_rows(cached: DataFrame, pipeline: Pipeline) -> DataFrame:
     """The table rows of the cached records, decoded once and cached (an input, not timed)."""
-    with processor.decoded(cached) as decoded:
+    with pipeline.decoder.decode(cached) as decoded:
         return cache(decoded.rows.transform(table_rows()))
 
 
@@ -283,7 +284,8 @@ def iceberg_write_limit(rows: DataFrame, spec: TableSpec) -> float:
     sink (same partitioning and properties as the pipeline's table): the write's own limit."""
     sink = IcebergSink(spec)
     commit = CommitInfo("bench", str(uuid.uuid4()), 0)
-    return timed(lambda: sink.write_batch(rows, commit))
+    sink.prepare(rows.sparkSession, rows.schema)
+    return timed(lambda: sink.append(rows, commit))
 
 
 # -- python_udf_decode ----------------------------------------------------------------------
@@ -348,19 +350,6 @@ class TimedIcebergSink(IcebergSink):
 
 
 @dataclass
-class TimedProcessor(BatchProcessor):
-    """The product's BatchProcessor, timing each ``process`` call (one micro-batch)."""
-
-    process_s: list[float] = field(default_factory=list)
-
-    def process(self, batch: DataFrame, batch_id: int, *, query_id: str) -> BatchResult:
-        started = time.perf_counter()
-        result = super().process(batch, batch_id, query_id=query_id)
-        self.process_s.append(time.perf_counter() - started)
-        return result
-
-
-@dataclass
 class E2eResult:
     """One e2e run: wall time from start to the query's end, per-batch timings, progress."""
 
@@ -375,12 +364,13 @@ class E2eResult:
 
 def e2e_iceberg(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
     """The real pipeline (``start_pipeline``, available_now) from Kafka into Iceberg."""
-    base = build_processor(settings, name)
-    assert isinstance(base.sink, IcebergSink)
-    sink = TimedIcebergSink(base.sink.spec)
-    processor = rewire(base, TimedProcessor, sink=sink)
+    base = build_pipeline(settings, name)
+    sink = TimedIcebergSink(base.committer.table.spec)
+    results: list[BatchResult] = []
+    pipeline = build_pipeline_like(base, committer=dataclasses.replace(base.committer, table=sink))
+    pipeline.on_result = results.append
     started = time.perf_counter()
-    query, _ = start_pipeline(spark, settings, name, processor)
+    query, _ = start_pipeline(spark, settings, name, pipeline)
     try:
         query.awaitTermination(QUERY_TIMEOUT_S)
         seconds = time.perf_counter() - started
@@ -393,11 +383,11 @@ def e2e_iceberg(spark: SparkSession, settings: Settings, name: str) -> E2eResult
         query.stop()
     return E2eResult(
         seconds=seconds,
-        process_s=processor.process_s,
+        process_s=[r.seconds for r in results],
         append_s=sink.append_s,
-        read=sum(r.read for r in processor.results),
-        written=sum(r.written for r in processor.results),
-        dead_lettered=sum(r.dead_lettered for r in processor.results),
+        read=pipeline.totals.read,
+        written=pipeline.totals.written,
+        dead_lettered=pipeline.totals.dead_lettered,
         progress_ms=progress,
     )
 
@@ -423,9 +413,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def check_decode(cached: DataFrame, processor: BatchProcessor, *, expected: int) -> None:
+def check_decode(cached: DataFrame, pipeline: Pipeline, *, expected: int) -> None:
     """Fails unless our decode turns every cached record into a table row (no dead letters)."""
-    with processor.decoded(cached, cache_rows=True) as decoded:
+    with pipeline.decoder.decode(cached, cache_rows=True) as decoded:
         good = decoded.rows.transform(table_rows()).count()
         dead = decoded.rows.transform(
             dead_letter_rows(pipeline="bench", batch_id=0, ingested_at=dt.datetime.now(dt.UTC))

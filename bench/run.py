@@ -49,9 +49,9 @@ import boto3
 from bench import paths
 from bench.data import Pool, Versions, build_pool, produce_pool, register_versions
 from bench.monitor import CpuShare, RssMonitor
+from devtools.devstack.stack import LocalStack, StackInfo
 from etl.config import Settings
-from etl.devstack.stack import LocalStack, StackInfo
-from etl.pipeline import build_processor
+from etl.pipeline import build_pipeline
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -461,21 +461,21 @@ class Bench:
         self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
     ) -> None:
         if warm:
-            paths.check_decode(cached, build_processor(self.settings, pipeline), expected=records)
+            paths.check_decode(cached, build_pipeline(self.settings, pipeline), expected=records)
 
         def measure(name: str, run: Callable[[], float]) -> None:
             self._measure(name, records, values, lambda _run: (run(), {}), warm=warm)
 
         def ours(_run: int) -> tuple[float, dict[str, Any]]:
             seconds, sizes = paths.ours_decode(
-                cached, build_processor(self.settings, pipeline), self._plan("ours_decode", warm)
+                cached, build_pipeline(self.settings, pipeline), self._plan("ours_decode", warm)
             )
             return seconds, {f"cached_{k}_with_input": v for k, v in sizes.items()}
 
         self._measure("ours_decode", records, values, ours, warm=warm)
 
         def process(_run: int) -> tuple[float, dict[str, Any]]:
-            seconds, counts = paths.ours_process(cached, build_processor(self.settings, pipeline))
+            seconds, counts = paths.ours_process(cached, build_pipeline(self.settings, pipeline))
             if counts["written"] != records:
                 raise RuntimeError(f"ours_process wrote {counts} of {records} records")
             return seconds, counts
@@ -492,7 +492,7 @@ class Bench:
         )
 
         def breakdown(_run: int) -> tuple[float, dict[str, Any]]:
-            steps = paths.decode_breakdown(cached, build_processor(self.settings, pipeline))
+            steps = paths.decode_breakdown(cached, build_pipeline(self.settings, pipeline))
             return sum(steps.values()), {f"step_{k}_s": round(v, 3) for k, v in steps.items()}
 
         self._measure("decode_breakdown", records, values, breakdown, warm=warm)
@@ -503,9 +503,9 @@ class Bench:
         self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
     ) -> None:
         """Iceberg append of pre-decoded rows: what e2e could reach with a free decode."""
-        processor = build_processor(self.settings, pipeline)
-        spec = processor.sink.spec
-        rows = paths.decoded_table_rows(cached, processor)
+        built = build_pipeline(self.settings, pipeline)
+        spec = built.committer.table.spec
+        rows = paths.decoded_table_rows(cached, built)
         try:
 
             def write(run: int) -> tuple[float, dict[str, Any]]:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -28,9 +29,13 @@ from pydantic_settings import (
 )
 
 from etl.exceptions import ConfigError
+from transforms.expectations import Expectation
+from transforms.wire import WireFormat
 
 ENV_PREFIX = "ETL__"
-_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# pipeline and expectation names: they end up in table properties, metric keys and log lines
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Model(BaseModel):
@@ -99,14 +104,6 @@ class SourceSettings(_Model):
         return self
 
 
-class WireFormat(enum.StrEnum):
-    """How producers framed the Avro bodies in Kafka record values."""
-
-    GLUE = "glue"
-    CONFLUENT = "confluent"
-    PLAIN_AVRO = "plain_avro"
-
-
 class DecodeSettings(_Model):
     """How record values are framed and which Avro schema the table follows."""
 
@@ -139,31 +136,117 @@ class TableFormat(enum.StrEnum):
     DELTA = "delta"
 
 
-class SinkSettings(_Model):
-    """The target table of one pipeline."""
+# formats this build has a sink for; the others are rejected at config time, naming the key
+SUPPORTED_FORMATS = frozenset({TableFormat.ICEBERG})
 
-    format: TableFormat = TableFormat.ICEBERG
+
+class PartitionTransform(enum.StrEnum):
+    """How a partition value is derived from a column (Iceberg's transform names)."""
+
+    IDENTITY = "identity"
+    YEAR = "year"
+    MONTH = "month"
+    DAY = "day"
+    HOUR = "hour"
+    BUCKET = "bucket"
+    TRUNCATE = "truncate"
+
+
+_TRANSFORM_SPELLINGS = {
+    "years": PartitionTransform.YEAR,
+    "months": PartitionTransform.MONTH,
+    "days": PartitionTransform.DAY,
+    "hours": PartitionTransform.HOUR,
+    "bucket": PartitionTransform.BUCKET,
+    "truncate": PartitionTransform.TRUNCATE,
+    **{t.value: t for t in PartitionTransform},
+}
+_PARTITION_SPEC = re.compile(
+    r"^\s*(?:(?P<fn>[a-z]+)\s*\(\s*(?:(?P<n>\d+)\s*,\s*)?(?P<arg>[A-Za-z_][A-Za-z0-9_]*)\s*\)"
+    r"|(?P<col>[A-Za-z_][A-Za-z0-9_]*))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class PartitionField:
+    """One partition field, format-neutral: a column and how its value is bucketed."""
+
+    column: str
+    transform: PartitionTransform = PartitionTransform.IDENTITY
+    # the bucket count or truncation width
+    width: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionField:
+        """Parses ``order_date``, ``days(order_ts)``, ``bucket(16, customer_id)`` ...
+
+        Raises:
+            ValueError: Not one of those shapes, or an unknown transform.
+        """
+        match = _PARTITION_SPEC.match(text)
+        if match is None:
+            raise ValueError(
+                f"expected a column or transform(column), e.g. days(order_ts), found {text!r}"
+            )
+        if match["col"]:
+            return cls(match["col"])
+        transform = _TRANSFORM_SPELLINGS.get(match["fn"])
+        if transform is None or transform is PartitionTransform.IDENTITY:
+            known = ", ".join(sorted(k for k in _TRANSFORM_SPELLINGS if k != "identity"))
+            raise ValueError(f"expected a transform among {known}, found {match['fn']!r}")
+        needs_width = transform in (PartitionTransform.BUCKET, PartitionTransform.TRUNCATE)
+        if needs_width != (match["n"] is not None):
+            shape = f"{match['fn']}(N, column)" if needs_width else f"{match['fn']}(column)"
+            raise ValueError(f"expected {shape}, found {text!r}")
+        return cls(match["arg"], transform, int(match["n"]) if match["n"] else None)
+
+
+class TableSettings(_Model):
+    """A table a pipeline writes: its name, and for the pipeline's target its layout."""
+
     table: str
-    partition_by: list[str] = Field(default_factory=list)
-    properties: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table")
     @classmethod
-    def _qualified(cls, value: str) -> str:
-        if len(value.split(".")) != 3 or not all(value.split(".")):
-            raise ValueError(f"expected `catalog.namespace.table`, found {value!r}")
+    def _identifier(cls, value: str) -> str:
+        parts = value.split(".")
+        if not all(_SQL_NAME.match(part) for part in parts):
+            raise ValueError(f"expected dot-separated names such as db.table, found {value!r}")
         return value
 
 
-class DeadLetterSettings(_Model):
-    """Where records that cannot be framed, resolved or decoded are kept."""
+class SinkSettings(TableSettings):
+    """The target table of one pipeline."""
 
-    table: str
+    format: TableFormat = TableFormat.ICEBERG
+    # as written in YAML (`order_date`, `days(order_ts)`, `bucket(16, customer_id)`); checked
+    # here, typed by `partition_fields`
+    partition_by: list[str] = Field(default_factory=list)
+    properties: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("table")
+    @field_validator("format")
     @classmethod
-    def _qualified(cls, value: str) -> str:
-        return SinkSettings._qualified(value)
+    def _supported(cls, value: TableFormat) -> TableFormat:
+        if value not in SUPPORTED_FORMATS:
+            known = ", ".join(sorted(f.value for f in SUPPORTED_FORMATS))
+            raise ValueError(f"expected one of {known} (supported by this build), found {value}")
+        return value
+
+    @field_validator("partition_by")
+    @classmethod
+    def _parse_partitions(cls, value: list[str]) -> list[str]:
+        for text in value:
+            PartitionField.parse(text)
+        return value
+
+    @property
+    def partition_fields(self) -> tuple[PartitionField, ...]:
+        """The partition fields, format-neutral."""
+        return tuple(PartitionField.parse(text) for text in self.partition_by)
+
+
+class DeadLetterSettings(TableSettings):
+    """Where records that cannot be framed, resolved or decoded are kept (the sink's format)."""
 
 
 class TriggerSettings(_Model):
@@ -171,14 +254,6 @@ class TriggerSettings(_Model):
 
     mode: Literal["available_now", "processing_time"] = "processing_time"
     interval: str = "30 seconds"
-
-
-class ExpectationSettings(_Model):
-    """A named SQL boolean check on decoded rows (false or null = violated)."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    expr: str = Field(min_length=1)
-    action: Literal["warn", "drop", "fail"] = "warn"
 
 
 class PipelineSettings(_Model):
@@ -190,11 +265,19 @@ class PipelineSettings(_Model):
     dead_letter: DeadLetterSettings
     checkpoint: str
     trigger: TriggerSettings = TriggerSettings()
-    expectations: list[ExpectationSettings] = Field(default_factory=list)
+    # named SQL checks on decoded rows (false or null = violated), see transforms.expectations
+    expectations: list[Expectation] = Field(default_factory=list)
 
     @field_validator("expectations")
     @classmethod
-    def _unique_names(cls, value: list[ExpectationSettings]) -> list[ExpectationSettings]:
+    def _named(cls, value: list[Expectation]) -> list[Expectation]:
+        for expectation in value:
+            if not _IDENTIFIER.match(expectation.name):
+                raise ValueError(
+                    f"expectation names are lower_snake_case, found {expectation.name!r}"
+                )
+            if not expectation.expr.strip():
+                raise ValueError(f"expectation {expectation.name!r}: expected an expression")
         names = [e.name for e in value]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -223,18 +306,31 @@ class CatalogType(enum.StrEnum):
 
 
 class CatalogSettings(_Model):
-    """The Iceberg catalog that holds the pipelines' tables."""
+    """The Iceberg catalog that holds the Iceberg pipelines' tables."""
 
-    name: str = "local"
-    type: CatalogType = CatalogType.JDBC
+    name: str = Field(default="local", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # no default: the right one depends on where the warehouse is (hadoop: local disk only)
+    type: CatalogType
     uri: str | None = None
     warehouse: str
     properties: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _jdbc_needs_uri(self) -> CatalogSettings:
+    def _usable(self) -> CatalogSettings:
         if self.type is CatalogType.JDBC and not self.uri:
             raise ValueError("catalog type jdbc needs `uri`")
+        if self.type is CatalogType.JDBC and (self.uri or "").startswith("jdbc:sqlite:"):
+            # Iceberg 1.10's JdbcCatalog keeps a read transaction open on SQLite: writers get
+            # SQLITE_BUSY (or stale metadata in WAL mode)
+            raise ValueError(
+                "catalog type jdbc on SQLite is not supported (Iceberg's JDBC catalog locks "
+                "it); use type hadoop for a local warehouse, or a PostgreSQL/MySQL uri"
+            )
+        if self.type is CatalogType.HADOOP and self.warehouse.startswith(("s3:", "s3a:")):
+            raise ValueError(
+                "catalog type hadoop needs atomic renames, which S3 lacks: use type glue "
+                f"for an s3 warehouse (found {self.warehouse!r})"
+            )
         return self
 
 
@@ -269,7 +365,8 @@ class Settings(BaseSettings):
     )
 
     spark: SparkSettings = SparkSettings()
-    catalog: CatalogSettings
+    # the Iceberg catalog; needed only when a pipeline writes Iceberg
+    catalog: CatalogSettings | None = None
     aws: AwsSettings = AwsSettings()
     registry: RegistrySettings = RegistrySettings()
     pipelines: Annotated[dict[str, PipelineSettings], Field(min_length=1)]
@@ -278,9 +375,29 @@ class Settings(BaseSettings):
     @classmethod
     def _pipeline_names(cls, value: dict[str, PipelineSettings]) -> dict[str, PipelineSettings]:
         for name in value:
-            if not _PIPELINE_NAME.match(name):
+            if not _IDENTIFIER.match(name):
                 raise ValueError(f"pipeline names are lower_snake_case, found {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _tables_in_their_catalog(self) -> Settings:
+        for name, pipeline in self.pipelines.items():
+            if pipeline.sink.format is not TableFormat.ICEBERG:
+                continue
+            if self.catalog is None:
+                raise ValueError(
+                    f"catalog: pipelines.{name} writes iceberg, which needs a `catalog` "
+                    "section (found none)"
+                )
+            for key, table in (("sink", pipeline.sink), ("dead_letter", pipeline.dead_letter)):
+                parts = table.table.split(".")
+                if len(parts) != 3 or parts[0] != self.catalog.name:
+                    raise ValueError(
+                        f"pipelines.{name}.{key}.table: expected "
+                        f"`{self.catalog.name}.namespace.table` (the catalog's name first), "
+                        f"found {table.table!r}"
+                    )
+        return self
 
     def pipeline(self, name: str) -> PipelineSettings:
         """Returns the named pipeline or raises ConfigError listing the known ones."""
@@ -421,6 +538,8 @@ def _describe(err: ValidationError, path: Path) -> str:
     """Renders pydantic errors as 'dotted.key: message' lines."""
     lines = [f"config file {path} is invalid:"]
     for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {key}: {item['msg']}")
+        if item["loc"]:
+            lines.append(f"  {'.'.join(str(part) for part in item['loc'])}: {item['msg']}")
+        else:  # a check across sections: the message starts with the key it is about
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)

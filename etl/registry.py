@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from etl.config import AwsSettings, DecodeSettings, RegistrySettings, WireFormat
+from etl.config import AwsSettings, DecodeSettings, RegistrySettings
 from etl.exceptions import (
     RegistryUnavailableError,
     SchemaError,
@@ -26,6 +26,8 @@ from etl.exceptions import (
     SchemaRegistryError,
 )
 from transforms.framing import PLAIN_AVRO_SCHEMA_ID
+from transforms.schema_evolution import WriterVersion
+from transforms.wire import WireFormat
 
 if TYPE_CHECKING:
     from mypy_boto3_glue import GlueClient
@@ -37,10 +39,10 @@ _NOT_FOUND = {"EntityNotFoundException"}
 
 
 class SchemaResolver(Protocol):
-    """Maps schema ids found in frames to writer schema JSON."""
+    """Maps schema ids found in frames to writer schema versions."""
 
-    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
-        """Returns id -> writer schema for the ids it knows; unknown ids are left out."""
+    def resolve(self, schema_ids: Iterable[str]) -> list[WriterVersion]:
+        """Returns the versions it knows among the ids; unknown ids are left out."""
         ...
 
 
@@ -57,26 +59,26 @@ class GlueSchemaRegistry:
         self._client = client
         self._registry_name = registry_name
         # no negative cache: a version registered after a miss must be found on the next batch
-        self._cache: dict[str, str] = {}
+        self._cache: dict[str, WriterVersion] = {}
         self.calls = 0
 
-    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
-        """Returns version id -> writer schema JSON; ids the registry does not know are omitted.
+    def resolve(self, schema_ids: Iterable[str]) -> list[WriterVersion]:
+        """Returns the versions with their definitions; ids the registry does not know are omitted.
 
         Raises:
             RegistryUnavailableError: The registry stayed unreachable through every retry.
             SchemaRegistryError: The registry refused (e.g. access denied).
         """
-        found: dict[str, str] = {}
+        found: list[WriterVersion] = []
         for schema_id in sorted(set(schema_ids)):
             try:
-                found[schema_id] = self.schema_version(schema_id)
+                found.append(self.schema_version(schema_id))
             except SchemaNotFoundError:
                 log.warning("schema version %s is not in the registry", schema_id)
         return found
 
-    def schema_version(self, version_id: str) -> str:
-        """Returns the Avro definition of one schema version.
+    def schema_version(self, version_id: str) -> WriterVersion:
+        """Returns one schema version: its Avro definition and registration number.
 
         Raises:
             SchemaNotFoundError: No such version.
@@ -90,9 +92,9 @@ class GlueSchemaRegistry:
             self._client.get_schema_version,
             SchemaVersionId=version_id,
         )
-        definition = self._avro_definition(response, f"schema version {version_id}")
-        self._cache[version_id] = definition
-        return definition
+        version = self._version(response, f"schema version {version_id}")
+        self._cache[version_id] = version
+        return version
 
     def latest(self, schema_name: str) -> tuple[str, str]:
         """Returns (version id, definition) of a schema's latest version (never cached)."""
@@ -102,10 +104,9 @@ class GlueSchemaRegistry:
             SchemaId={"RegistryName": self._registry_name, "SchemaName": schema_name},
             SchemaVersionNumber={"LatestVersion": True},
         )
-        definition = self._avro_definition(response, f"schema {schema_name!r}")
-        version_id = str(response["SchemaVersionId"])
-        self._cache[version_id] = definition
-        return version_id, definition
+        version = self._version(response, f"schema {schema_name!r}")
+        self._cache[version.version_id] = version
+        return version.version_id, version.definition
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         """Calls the registry, turning botocore errors into domain errors."""
@@ -131,24 +132,35 @@ class GlueSchemaRegistry:
             ) from err
 
     @staticmethod
-    def _avro_definition(response: Any, what: str) -> str:
-        """Checks the data format is Avro and returns the definition."""
+    def _version(response: Any, what: str) -> WriterVersion:
+        """Checks the data format is Avro and returns the version."""
         data_format = response.get("DataFormat")
         if data_format and data_format != "AVRO":
             raise SchemaRegistryError(f"{what}: expected data format AVRO, found {data_format}")
-        return str(response["SchemaDefinition"])
+        return WriterVersion(
+            str(response["SchemaVersionId"]),
+            str(response["SchemaDefinition"]),
+            int(response.get("VersionNumber", 0)),
+        )
 
 
 class FileSchemas:
-    """Resolves a fixed id -> .avsc mapping (plain Avro, or Confluent ids mapped in config)."""
+    """Resolves a fixed id -> .avsc mapping (plain Avro, or Confluent ids mapped in config).
+
+    The mapping's order is the registration order (Confluent ids are handed out in
+    ascending order, and the config lists them so).
+    """
 
     def __init__(self, schemas: dict[str, str]) -> None:
-        """Holds id -> schema JSON."""
-        self._schemas = dict(schemas)
+        """Holds id -> schema JSON, in registration order."""
+        self._versions = {
+            i: WriterVersion(i, definition, number)
+            for number, (i, definition) in enumerate(schemas.items(), start=1)
+        }
 
-    def resolve(self, schema_ids: Iterable[str]) -> dict[str, str]:
-        """Returns the known ids among ``schema_ids``."""
-        return {i: self._schemas[i] for i in set(schema_ids) if i in self._schemas}
+    def resolve(self, schema_ids: Iterable[str]) -> list[WriterVersion]:
+        """Returns the known versions among ``schema_ids``."""
+        return [self._versions[i] for i in sorted(set(schema_ids)) if i in self._versions]
 
 
 def read_avsc(path: str | Path) -> str:
@@ -189,7 +201,7 @@ def build_resolver(
     """
     if decode.wire_format is WireFormat.CONFLUENT:
         assert decode.schema_file is not None  # enforced by DecodeSettings
-        mapped = {str(k): read_avsc(v) for k, v in decode.confluent_schemas.items()}
+        mapped = {str(k): read_avsc(v) for k, v in sorted(decode.confluent_schemas.items())}
         return FileSchemas(mapped), read_avsc(decode.schema_file)
     if decode.schema_file is not None:
         reader = read_avsc(decode.schema_file)

@@ -1,34 +1,39 @@
 """Re-ingest dead-lettered records (e.g. after a schema was fixed in the registry).
 
-Exactly once without a checkpoint: the records to replay are the dead letters of the
-pipeline not yet marked ``replayed_at``. Those that now decode are appended to the table
-*minus* any whose Kafka coordinates (topic, partition, offset) the table already holds —
-one atomic Iceberg append — and then marked in the dead-letter table with one MERGE. A
-crash between the two steps is repaired by the next run: the anti-join finds the rows
-already appended, and the MERGE marks them.
+Exactly once without a checkpoint, for every table format, through the same decode and
+commit path as the stream:
+
+1. **Claim**: the pipeline's dead letters not yet replayed get this run's ``replay_id``
+   (one ``UPDATE``). A run that finds an unfinished claim (a crash) resumes it instead.
+2. **Commit**: the claimed records are decoded; those that now decode are committed to the
+   table as batch 0 of the query ``replay-<replay_id>`` — idempotent like any batch, so a
+   resumed claim whose commit landed is not appended twice.
+3. **Settle**: records that still fail are released (their claim cleared with one MERGE:
+   they stay as they were, ready for a later replay); the rest are marked ``replayed_at``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from etl.sinks import CommitInfo
-from transforms.routing import kafka_rows_from_dead_letters, table_rows
+from etl.formats.base import CommitInfo
+from transforms.columns import ERROR_CLASS, KAFKA_COORDINATES
+from transforms.routing import kafka_rows_from_dead_letters
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from etl.pipeline import BatchProcessor
+    from etl.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-KEYS = ("topic", "partition", "offset")
-TABLE_KEYS = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
+COORDINATES = ("topic", "partition", "offset")
 REPLAY_ID_KEY = "etl.replay-id"
 
 
@@ -41,99 +46,94 @@ class ReplayResult:
     appended: int
     marked: int
     still_failing: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
 
 
 def replay_dead_letters(
     spark: SparkSession,
-    processor: BatchProcessor,
+    pipeline: Pipeline,
     *,
-    replay_id: str,
     now: dt.datetime,
     where: str | None = None,
+    replay_id: str | None = None,
 ) -> ReplayResult:
     """Replays a pipeline's unreplayed dead letters into its table, exactly once.
 
     Args:
         spark: The session.
-        processor: The pipeline's processor (resolver, reader schema, expectations, sinks).
-        replay_id: Identifies this run (stored on the snapshot and on the marked rows).
+        pipeline: The pipeline (decoder and committer with its table and dead-letter sinks).
         now: When the run happened (stored as ``replayed_at``).
-        where: Optional extra SQL filter on the dead-letter table's columns.
+        where: Optional extra SQL filter on the dead-letter table's columns (new claims only).
+        replay_id: This run's id (default: a new UUID); an unfinished claim's id wins.
 
     Returns:
         Counts of the run.
     """
-    dlq_table = processor.dead_letter.spec.table
-    target = processor.sink.spec.table
-    pending = spark.table(dlq_table).where(
-        (F.col("pipeline") == processor.name)
-        & F.col("replayed_at").isNull()
-        & F.col("value").isNotNull()
-    )
-    if where:
-        pending = pending.where(F.expr(where))
-    # several dead letters of one record (a replay that failed again is not re-appended)
-    pending = pending.dropDuplicates(list(KEYS))
-    with processor.decoded(
-        pending.transform(kafka_rows_from_dead_letters()), cache_rows=True
+    dlq = pipeline.committer.dead_letter
+    if not dlq.exists(spark):
+        return ReplayResult(replay_id or "", 0, 0, 0)
+    mine = f"pipeline = '{pipeline.name}' AND replayed_at IS NULL"
+    unfinished = [
+        r[0]
+        for r in spark.table(dlq.name)
+        .where(F.expr(mine) & F.col("replay_id").isNotNull())
+        .select("replay_id")
+        .distinct()
+        .collect()
+    ]
+    resumed = bool(unfinished)
+    if resumed:
+        replay_id = sorted(unfinished)[0]
+        log.info("replay %s: resuming an unfinished claim", replay_id)
+    else:
+        replay_id = replay_id or str(uuid.uuid4())
+        condition = f"{mine} AND replay_id IS NULL AND value IS NOT NULL"
+        dlq.update(
+            spark,
+            assignments={"replay_id": _sql_string(replay_id)},
+            where=f"{condition} AND ({where})" if where else condition,
+        )
+    claimed = f"{mine} AND replay_id = {_sql_string(replay_id)}"
+    # several dead letters of one record (a new checkpoint re-read the topic) replay once
+    rows = spark.table(dlq.name).where(F.expr(claimed)).dropDuplicates(list(COORDINATES))
+    commit = CommitInfo(pipeline.name, f"replay-{replay_id}", 0, {REPLAY_ID_KEY: replay_id})
+    with pipeline.decoder.decode(
+        rows.transform(kafka_rows_from_dead_letters()), cache_rows=True
     ) as decoded:
-        good = decoded.rows.transform(table_rows())
-        still = {
-            r["_error_class"]: int(r["count"])
-            for r in decoded.rows.where(F.col("_error_class").isNotNull())
-            .groupBy("_error_class")
-            .count()
-            .collect()
-        }
-        existing = (
-            spark.table(target).select(*TABLE_KEYS) if spark.catalog.tableExists(target) else None
-        )
-        fresh = good.join(existing, list(TABLE_KEYS), "left_anti") if existing is not None else good
-        fresh = fresh.persist()
-        appended = fresh.count()
-        if appended:
-            processor.sink.ensure_table(spark, fresh.schema)
-            processor.sink.append(
-                fresh,
-                CommitInfo(
-                    processor.name,
-                    query_id=f"replay-{replay_id}",
-                    batch_id=0,
-                    extra={REPLAY_ID_KEY: replay_id},
+        counts, committed = pipeline.committer.commit_table(decoded, commit)
+        failed = decoded.rows.where(F.col(ERROR_CLASS).isNotNull())
+        still = {r[0]: int(r[1]) for r in failed.groupBy(ERROR_CLASS).count().collect()}
+        if counts.dead:
+            dlq.update_matching(
+                failed.select(
+                    *[
+                        F.col(k).alias(c)
+                        for k, c in zip(KAFKA_COORDINATES, COORDINATES, strict=True)
+                    ]
                 ),
+                on=COORDINATES,
+                assignments={"replay_id": "NULL"},
+                where=f"t.pipeline = '{pipeline.name}' AND t.replay_id = {_sql_string(replay_id)}",
             )
-        fresh.unpersist()
-        # a local checkpoint cuts the lineage back to the dead-letter table, which MERGE
-        # would otherwise see twice (as target and inside the source) and fail to resolve
-        replayed = (
-            good.select(*[F.col(t).alias(k) for t, k in zip(TABLE_KEYS, KEYS, strict=True)])
-            .distinct()
-            .localCheckpoint(eager=True)
+        marked = spark.table(dlq.name).where(F.expr(claimed)).count()
+        dlq.update(spark, assignments={"replayed_at": _sql_timestamp(now)}, where=claimed)
+        result = ReplayResult(
+            replay_id,
+            decoded.read,
+            decoded.read - counts.dead if committed else 0,
+            marked,
+            still,
+            resumed,
         )
-        replayed.createOrReplaceTempView("_etl_replayed")
-        before = _unmarked(spark, dlq_table, processor.name)
-        spark.sql(
-            f"""
-            MERGE INTO {dlq_table} d
-            USING _etl_replayed r
-            ON d.pipeline = '{processor.name}' AND d.topic = r.topic
-               AND d.partition = r.partition AND d.offset = r.offset AND d.replayed_at IS NULL
-            WHEN MATCHED THEN UPDATE SET
-              d.replayed_at = TIMESTAMP '{now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")}',
-              d.replay_id = '{replay_id}'
-            """
-        )
-        marked = before - _unmarked(spark, dlq_table, processor.name)
-        candidates = decoded.read
-    result = ReplayResult(replay_id, candidates, appended, marked, still)
-    log.info("replay %s: %s", processor.name, result)
+    log.info("replay %s: %s", pipeline.name, result)
     return result
 
 
-def _unmarked(spark: SparkSession, table: str, pipeline: str) -> int:
-    """How many dead letters of the pipeline are not marked replayed."""
-    return (
-        spark.table(table)
-        .where((F.col("pipeline") == pipeline) & F.col("replayed_at").isNull())
-        .count()
-    )
+def _sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sql_timestamp(moment: dt.datetime) -> str:
+    """A SQL timestamp literal in UTC (the session time zone)."""
+    return f"TIMESTAMP '{moment.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"

@@ -1,15 +1,17 @@
-"""The one place a SparkSession is built: jars, Iceberg catalog, and session defaults."""
+"""The one place a SparkSession is built: jars, each table format's confs, session defaults."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etl.config import CatalogSettings, CatalogType, Settings
+from etl.config import Settings, TableFormat
 from etl.exceptions import ConfigError
+from etl.formats import formats_used, table_format
 from transforms.decode import INFLATE_ZLIB_CLASS, INFLATE_ZLIB_FUNCTION, INFLATE_ZLIB_RESULT
 
 if TYPE_CHECKING:
@@ -17,21 +19,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 
-
-def local_uri(location: str) -> str:
-    """Turns a scheme-less (local, maybe relative) path into an absolute file URI."""
-    if "://" in location or location.startswith("file:"):
-        return location
-    return Path(location).resolve().as_uri()
-
-
-def spark_conf(settings: Settings) -> dict[str, str]:
+def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None) -> dict[str, str]:
     """Computes every Spark conf the session needs, without starting anything.
 
     Args:
         settings: Parsed settings.
+        formats: The table formats the session hosts; default: those the pipelines use.
 
     Returns:
         Conf key -> value; explicit ``spark.conf`` entries from the settings win.
@@ -40,7 +34,6 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         ConfigError: ``spark.jars_dir`` is set but holds no jars (run ``make jars``).
     """
     conf: dict[str, str] = {
-        "spark.sql.extensions": ICEBERG_EXTENSIONS,
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
         "spark.sql.session.timeZone": "UTC",
@@ -62,43 +55,22 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         classpath = ":".join(str(jar.resolve()) for jar in jars)
         conf["spark.driver.extraClassPath"] = classpath
         conf["spark.executor.extraClassPath"] = classpath
-    conf.update(catalog_conf(settings.catalog, region=settings.aws.region))
+    supports = [table_format(f) for f in (formats_used(settings) if formats is None else formats)]
+    extensions = [e for support in supports for e in support.extensions]
+    if extensions:
+        conf["spark.sql.extensions"] = ",".join(extensions)
+    for support in supports:
+        conf.update(support.session_conf(settings))
     conf.update(settings.spark.conf)
     return conf
 
 
-def catalog_conf(catalog: CatalogSettings, *, region: str) -> dict[str, str]:
-    """Spark confs registering the Iceberg catalog under ``catalog.name``."""
-    prefix = f"spark.sql.catalog.{catalog.name}"
-    conf = {
-        prefix: "org.apache.iceberg.spark.SparkCatalog",
-        # a streaming query runs in a cloned session with its own catalog instance: with
-        # caching on, the job's session (and maintenance in it) would read stale snapshots
-        f"{prefix}.cache-enabled": "false",
-    }
-    if catalog.type is CatalogType.JDBC:
-        assert catalog.uri is not None  # enforced by CatalogSettings
-        conf[f"{prefix}.type"] = "jdbc"
-        conf[f"{prefix}.uri"] = catalog.uri
-        conf[f"{prefix}.warehouse"] = local_uri(catalog.warehouse)
-    elif catalog.type is CatalogType.HADOOP:
-        conf[f"{prefix}.type"] = "hadoop"
-        conf[f"{prefix}.warehouse"] = local_uri(catalog.warehouse)
-    else:
-        conf[f"{prefix}.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog"
-        conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
-        conf[f"{prefix}.warehouse"] = catalog.warehouse
-        conf[f"{prefix}.client.region"] = region
-    for key, value in catalog.properties.items():
-        conf[f"{prefix}.{key}"] = value
-    return conf
-
-
-def build_spark(settings: Settings) -> SparkSession:
+def build_spark(settings: Settings, formats: Iterable[TableFormat] | None = None) -> SparkSession:
     """Builds (or returns the running) SparkSession configured for the settings.
 
     Args:
         settings: Parsed settings.
+        formats: The table formats the session hosts; default: those the pipelines use.
 
     Returns:
         The session. On EMR / Glue, confs the platform already set are kept unless the
@@ -113,7 +85,7 @@ def build_spark(settings: Settings) -> SparkSession:
     builder = SparkSession.builder.appName(settings.spark.app_name)
     if settings.spark.master:
         builder = builder.master(settings.spark.master)
-    for key, value in spark_conf(settings).items():
+    for key, value in spark_conf(settings, formats).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     register_jvm_functions(session)

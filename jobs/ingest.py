@@ -1,4 +1,4 @@
-"""Streaming ingest: Kafka -> Glue-framed Avro -> Iceberg, one query per pipeline.
+"""Streaming ingest: Kafka -> Glue-framed Avro -> tables, one streaming query per pipeline.
 
 Run locally:   python -m jobs.ingest --conf conf/local.yaml --pipeline orders
 On EMR:        spark-submit --packages ... jobs/ingest.py --conf conf/emr.yaml
@@ -14,6 +14,7 @@ import sys
 from etl import logs
 from etl.config import load_settings
 from etl.exceptions import EtlError
+from etl.formats import formats_used
 from etl.pipeline import start_pipeline
 from etl.spark import build_spark
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         names = args.pipelines or sorted(settings.pipelines)
         for name in names:
             settings.pipeline(name)  # fail on a typo before starting anything
-        spark = build_spark(settings)
+        spark = build_spark(settings, formats_used(settings, names))
         spark.sparkContext.setLogLevel("WARN")
         queries = [start_pipeline(spark, settings, name)[0] for name in names]
         try:

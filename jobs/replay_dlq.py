@@ -13,12 +13,12 @@ import argparse
 import datetime as dt
 import logging
 import sys
-import uuid
 
 from etl import logs
 from etl.config import load_settings
 from etl.exceptions import EtlError
-from etl.pipeline import build_processor
+from etl.formats import formats_used
+from etl.pipeline import build_pipeline
 from etl.replay import replay_dead_letters
 from etl.spark import build_spark
 
@@ -43,21 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         settings = load_settings(args.conf)
-        settings.pipeline(args.pipeline)
-        spark = build_spark(settings)
+        pipeline = build_pipeline(settings, args.pipeline)
+        spark = build_spark(settings, formats_used(settings, [args.pipeline]))
         spark.sparkContext.setLogLevel("WARN")
-        result = replay_dead_letters(
-            spark,
-            build_processor(settings, args.pipeline),
-            replay_id=str(uuid.uuid4()),
-            now=dt.datetime.now(dt.UTC),
-            where=args.where,
-        )
+        result = replay_dead_letters(spark, pipeline, now=dt.datetime.now(dt.UTC), where=args.where)
     except EtlError as err:
         log.error("%s", err)
         return 1
+    resumed = " (resumed an unfinished run)" if result.resumed else ""
     print(
-        f"replay {result.replay_id}: {result.candidates} dead letters considered, "
+        f"replay {result.replay_id}{resumed}: {result.candidates} dead letters considered, "
         f"{result.appended} appended, {result.marked} marked replayed, "
         f"still failing: {result.still_failing or 'none'}"
     )

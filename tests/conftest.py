@@ -90,7 +90,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     Yields the ``LocalStack`` (``.info`` has endpoints, ``.broker`` creates topics).
     """
-    from etl.devstack.stack import LocalStack
+    from devtools.devstack.stack import LocalStack
 
     stack = LocalStack(tmp_path_factory.mktemp("stack"), REPO / ".jars" / "broker")
     stack.start()

@@ -19,15 +19,24 @@ from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 from pyspark.sql.types import StructType
 
+from transforms.columns import (
+    BARRIER,
+    COMPRESSION,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    PAYLOAD,
+    RECORD,
+    SCHEMA_ID,
+    SCHEMA_KEY,
+)
 from transforms.errors import ErrorClass
 from transforms.framing import schema_id_column, schema_key
+from transforms.wire import WireFormat
 
 # Appended to the reader schema with a default of true: the writer never has it, so schema
 # resolution fills it in on success, while PERMISSIVE mode nulls every field on failure. This
 # tells a failed decode apart from a record whose fields are all legitimately null.
 DECODED_MARKER = "_etl_decoded"
-RECORD_COL = "_record"
-BARRIER_COL = "_barrier"
 # the JVM inflater (jvm/udf), registered under this name by etl.spark.build_spark
 INFLATE_ZLIB_FUNCTION = "etl_inflate_zlib"
 INFLATE_ZLIB_CLASS = "etl.udf.InflateZlib"
@@ -49,12 +58,12 @@ def with_decoded_marker(reader_schema: str) -> str:
 
 def decode_avro(
     *,
-    wire_format: str,
+    wire_format: WireFormat,
     writer_schemas: Mapping[str, str],
     reader_schema: str,
     rejected: Mapping[str, str] | None = None,
-    payload_col: str = "_payload",
-    key_col: str = "_schema_key",
+    payload_col: str = PAYLOAD,
+    key_col: str = SCHEMA_KEY,
 ) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform decoding ``payload_col`` into a struct column ``_record``.
 
@@ -72,7 +81,7 @@ def decode_avro(
     the filter and decode every row twice. The routing filters reference it so it is kept.
 
     Args:
-        wire_format: ``glue``, ``confluent`` or ``plain_avro`` (how ``key_col`` encodes ids).
+        wire_format: How ``key_col`` encodes schema ids.
         writer_schemas: Schema id -> writer schema JSON, for the ids the registry resolved.
         reader_schema: The table's Avro schema JSON (all versions are resolved onto it).
         rejected: Schema id -> why that version cannot be read into the reader schema.
@@ -112,26 +121,26 @@ def decode_avro(
                     f"schema version {version_id} is incompatible with the table schema: {reason}"
                 ),
             ).otherwise(incompatible)
-        framed_ok = F.col("_error_class").isNull()
-        kept = [c for c in df.columns if c not in (key_col, payload_col, RECORD_COL, BARRIER_COL)]
+        framed_ok = F.col(ERROR_CLASS).isNull()
+        kept = [c for c in df.columns if c not in (key_col, payload_col, RECORD, BARRIER)]
         decoded = df.select(
             *kept,
-            schema_id.alias("_schema_id"),
+            schema_id.alias(SCHEMA_ID),
             incompatible.alias("_incompatible"),
-            F.when(framed_ok & payload.isNotNull(), record).alias(RECORD_COL),
-            F.spark_partition_id().alias(BARRIER_COL),
+            F.when(framed_ok & payload.isNotNull(), record).alias(RECORD),
+            F.spark_partition_id().alias(BARRIER),
         )
         # classified in a projection of its own, reading the decoded struct (not re-decoding)
-        rec = F.col(RECORD_COL)
+        rec = F.col(RECORD)
         is_incompatible = framed_ok & F.col("_incompatible").isNotNull()
         unknown = framed_ok & ~is_incompatible & rec.isNull()
         corrupt = framed_ok & rec.isNotNull() & rec[DECODED_MARKER].isNull()
-        schema = F.col("_schema_id")
+        schema = F.col(SCHEMA_ID)
         error_class = (
             F.when(is_incompatible, F.lit(ErrorClass.INCOMPATIBLE_SCHEMA.value))
             .when(unknown, F.lit(ErrorClass.UNKNOWN_SCHEMA.value))
             .when(corrupt, F.lit(ErrorClass.DECODE_ERROR.value))
-            .otherwise(F.col("_error_class"))
+            .otherwise(F.col(ERROR_CLASS))
         )
         error_message = (
             F.when(is_incompatible, F.col("_incompatible"))
@@ -143,15 +152,15 @@ def decode_avro(
                 corrupt,
                 F.concat(F.lit("Avro body does not decode with writer schema version "), schema),
             )
-            .otherwise(F.col("_error_message"))
+            .otherwise(F.col(ERROR_MESSAGE))
         )
-        others = [c for c in decoded.columns if c not in ("_error_class", "_error_message")]
+        others = [c for c in decoded.columns if c not in (ERROR_CLASS, ERROR_MESSAGE)]
         classified = decoded.select(
-            *others, error_class.alias("_error_class"), error_message.alias("_error_message")
+            *others, error_class.alias(ERROR_CLASS), error_message.alias(ERROR_MESSAGE)
         )
         return classified.select(
-            *[c for c in classified.columns if c not in ("_incompatible", RECORD_COL)],
-            F.when(F.col("_error_class").isNull(), rec).alias(RECORD_COL),
+            *[c for c in classified.columns if c not in ("_incompatible", RECORD)],
+            F.when(F.col(ERROR_CLASS).isNull(), rec).alias(RECORD),
         )
 
     return _transform
@@ -159,8 +168,8 @@ def decode_avro(
 
 def record_fields(df: DataFrame) -> list[str]:
     """The decoded record's field names (without the success marker), in schema order."""
-    record = df.schema[RECORD_COL].dataType
-    assert isinstance(record, StructType), f"{RECORD_COL} must be a struct, found {record}"
+    record = df.schema[RECORD].dataType
+    assert isinstance(record, StructType), f"{RECORD} must be a struct, found {record}"
     return [f.name for f in record.fields if f.name != DECODED_MARKER]
 
 
@@ -168,8 +177,8 @@ def inflate_zlib(
     *,
     max_bytes: int,
     engine: str = "python",
-    payload_col: str = "_payload",
-    compression_col: str = "_compression",
+    payload_col: str = PAYLOAD,
+    compression_col: str = COMPRESSION,
 ) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform that inflates zlib-compressed payloads.
 
@@ -216,10 +225,8 @@ def inflate_zlib(
             compression_col: F.when(is_zlib, F.when(~failed, F.lit("none"))).otherwise(
                 F.col(compression_col)
             ),
-            "_error_class": F.when(failed, result["error_class"]).otherwise(F.col("_error_class")),
-            "_error_message": F.when(failed, result["error_message"]).otherwise(
-                F.col("_error_message")
-            ),
+            ERROR_CLASS: F.when(failed, result["error_class"]).otherwise(F.col(ERROR_CLASS)),
+            ERROR_MESSAGE: F.when(failed, result["error_message"]).otherwise(F.col(ERROR_MESSAGE)),
         }
         return with_result.select(
             *[replaced[c].alias(c) if c in replaced else F.col(c) for c in df.columns]
@@ -234,8 +241,8 @@ def _inflater(
     """Builds the mapInArrow function (a closure, so only plain values are pickled)."""
     payload_at = names.index(payload_col)
     compression_at = names.index(compression_col)
-    error_at = names.index("_error_class")
-    message_at = names.index("_error_message")
+    error_at = names.index(ERROR_CLASS)
+    message_at = names.index(ERROR_MESSAGE)
 
     def _inflate(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

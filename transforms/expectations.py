@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from transforms.columns import ERROR_CLASS, ERROR_MESSAGE
 from transforms.errors import ErrorClass
 
 
@@ -28,11 +29,11 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Expectation:
-    """One named check."""
+    """One named check (also the config model of ``pipelines.<name>.expectations``)."""
 
     name: str
     expr: str
-    action: Action
+    action: Action = Action.WARN
 
 
 def _violates(expectation: Expectation) -> Column:
@@ -57,18 +58,16 @@ def flag_dropped(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame]
                 _violates(expectation),
                 F.lit(f"expectation '{expectation.name}' failed: {expectation.expr}"),
             ).otherwise(message)
-        ok = F.col("_error_class").isNull()
+        ok = F.col(ERROR_CLASS).isNull()
         return df.withColumn("_expectation_message", F.when(ok, message)).select(
-            *[c for c in df.columns if c not in ("_error_class", "_error_message")],
+            *[c for c in df.columns if c not in (ERROR_CLASS, ERROR_MESSAGE)],
             F.when(
                 F.col("_expectation_message").isNotNull(),
                 F.lit(ErrorClass.EXPECTATION_FAILED.value),
             )
-            .otherwise(F.col("_error_class"))
-            .alias("_error_class"),
-            F.coalesce(F.col("_expectation_message"), F.col("_error_message")).alias(
-                "_error_message"
-            ),
+            .otherwise(F.col(ERROR_CLASS))
+            .alias(ERROR_CLASS),
+            F.coalesce(F.col("_expectation_message"), F.col(ERROR_MESSAGE)).alias(ERROR_MESSAGE),
         )
 
     return _transform
@@ -86,8 +85,8 @@ def violation_counts(*, expectations: Sequence[Expectation]) -> list[Column]:
     ``violation_key``. Rows that failed before the expectations (framing, decoding) are not
     counted.
     """
-    decoded = F.col("_error_class").isNull() | (
-        F.col("_error_class") == ErrorClass.EXPECTATION_FAILED.value
+    decoded = F.col(ERROR_CLASS).isNull() | (
+        F.col(ERROR_CLASS) == ErrorClass.EXPECTATION_FAILED.value
     )
     return [
         F.count(F.when(decoded & _violates(e), 1)).alias(violation_key(e)) for e in expectations

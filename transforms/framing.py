@@ -19,42 +19,37 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from etl.wire import (
+from transforms.columns import COMPRESSION, ERROR_CLASS, ERROR_MESSAGE, PAYLOAD, SCHEMA_KEY
+from transforms.errors import ErrorClass
+from transforms.wire import (
     CONFLUENT_HEADER_LENGTH,
     CONFLUENT_MAGIC,
     GLUE_COMPRESSION_NONE,
     GLUE_COMPRESSION_ZLIB,
     GLUE_HEADER_LENGTH,
     GLUE_HEADER_VERSION,
+    WireFormat,
 )
-from transforms.errors import ErrorClass
 
 PLAIN_AVRO_SCHEMA_ID = "plain"
-FRAME_COLUMNS = ("_schema_key", "_compression", "_payload", "_error_class", "_error_message")
+FRAME_COLUMNS = (SCHEMA_KEY, COMPRESSION, PAYLOAD, ERROR_CLASS, ERROR_MESSAGE)
 
 _Checks = list[tuple[Column, ErrorClass, Column]]
 
 
 def parse_frame(
-    *, wire_format: str, max_value_bytes: int, value_col: str = "value"
+    *, wire_format: WireFormat, max_value_bytes: int, value_col: str = "value"
 ) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform that parses each record value's wire frame.
 
     Args:
-        wire_format: ``glue``, ``confluent`` or ``plain_avro`` (no header).
+        wire_format: How the values are framed (plain Avro: no header).
         max_value_bytes: Larger values are rejected as ``VALUE_TOO_LARGE``.
         value_col: The binary column holding the Kafka record value.
 
     Returns:
         A function for ``df.transform(...)`` adding the frame columns listed in the module doc.
-
-    Raises:
-        ValueError: ``wire_format`` is not one of the three.
     """
-    if wire_format not in ("glue", "confluent", "plain_avro"):
-        raise ValueError(
-            f"wire_format: expected glue, confluent or plain_avro, found {wire_format!r}"
-        )
 
     def _transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
@@ -67,14 +62,14 @@ def parse_frame(
                 F.format_string(f"value is %d bytes, over the limit of {max_value_bytes}", size),
             ),
         ]
-        if wire_format == "glue":
+        if wire_format is WireFormat.GLUE:
             checks += _glue_checks(value, size)
             key = value.substr(F.lit(3), F.lit(16))
             compression = F.when(
                 _byte(value, 2) == _literal(GLUE_COMPRESSION_ZLIB), F.lit("zlib")
             ).otherwise(F.lit("none"))
             payload = F.substring(value, GLUE_HEADER_LENGTH + 1, _TO_THE_END)
-        elif wire_format == "confluent":
+        elif wire_format is WireFormat.CONFLUENT:
             checks += _confluent_checks(value, size)
             key = value.substr(F.lit(2), F.lit(4))
             compression = F.lit("none")
@@ -90,13 +85,13 @@ def parse_frame(
         for condition, error, message in reversed(checks):
             error_class = F.when(condition, F.lit(error.value)).otherwise(error_class)
             error_message = F.when(condition, message).otherwise(error_message)
-        good = F.col("_error_class").isNull()
+        good = F.col(ERROR_CLASS).isNull()
         return (
-            df.withColumn("_error_class", error_class)
-            .withColumn("_error_message", error_message)
-            .withColumn("_schema_key", F.when(good, key))
-            .withColumn("_compression", F.when(good, compression))
-            .withColumn("_payload", F.when(good, payload))
+            df.withColumn(ERROR_CLASS, error_class)
+            .withColumn(ERROR_MESSAGE, error_message)
+            .withColumn(SCHEMA_KEY, F.when(good, key))
+            .withColumn(COMPRESSION, F.when(good, compression))
+            .withColumn(PAYLOAD, F.when(good, payload))
         )
 
     return _transform
@@ -182,15 +177,15 @@ def _confluent_checks(value: Column, size: Column) -> _Checks:
     ]
 
 
-def schema_key(wire_format: str, schema_id: str) -> bytes:
+def schema_key(wire_format: WireFormat, schema_id: str) -> bytes:
     """The framed bytes of a registry schema id (the inverse of ``schema_id_of_key``).
 
     Raises:
         ValueError: ``schema_id`` is not an id of that wire format.
     """
-    if wire_format == "glue":
+    if wire_format is WireFormat.GLUE:
         return uuid.UUID(schema_id).bytes
-    if wire_format == "confluent":
+    if wire_format is WireFormat.CONFLUENT:
         return int(schema_id).to_bytes(4, "big")
     if schema_id != PLAIN_AVRO_SCHEMA_ID:
         raise ValueError(
@@ -199,20 +194,20 @@ def schema_key(wire_format: str, schema_id: str) -> bytes:
     return PLAIN_AVRO_SCHEMA_ID.encode()
 
 
-def schema_id_of_key(wire_format: str, key: bytes) -> str:
+def schema_id_of_key(wire_format: WireFormat, key: bytes) -> str:
     """The registry schema id of a framed key (Glue: UUID string, Confluent: decimal)."""
-    if wire_format == "glue":
+    if wire_format is WireFormat.GLUE:
         return str(uuid.UUID(bytes=bytes(key)))
-    if wire_format == "confluent":
+    if wire_format is WireFormat.CONFLUENT:
         return str(int.from_bytes(key, "big"))
     return bytes(key).decode()
 
 
-def schema_id_column(wire_format: str, key: Column) -> Column:
+def schema_id_column(wire_format: WireFormat, key: Column) -> Column:
     """``schema_id_of_key`` as a column expression (for rows whose id is not a known literal)."""
-    if wire_format == "glue":
+    if wire_format is WireFormat.GLUE:
         return F.when(key.isNotNull(), _uuid_string(key))
-    if wire_format == "confluent":
+    if wire_format is WireFormat.CONFLUENT:
         return F.conv(F.hex(key), 16, 10)
     return key.cast("string")
 

@@ -17,7 +17,22 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from transforms.decode import BARRIER_COL, RECORD_COL, record_fields
+from transforms.columns import (
+    BARRIER,
+    ERROR_CLASS,
+    ERROR_COLUMNS,
+    ERROR_MESSAGE,
+    KAFKA_KEY,
+    KAFKA_OFFSET,
+    KAFKA_PARTITION,
+    KAFKA_TIMESTAMP,
+    KAFKA_TOPIC,
+    KAFKA_VALUE,
+    RECORD,
+    SCHEMA_ID,
+    SCHEMA_VERSION_ID,
+)
+from transforms.decode import record_fields
 
 DEAD_LETTER_SCHEMA = StructType(
     [
@@ -40,12 +55,9 @@ DEAD_LETTER_SCHEMA = StructType(
 )
 
 
-ERROR_COLUMNS = ("_error_class", "_error_message")
-
-
 def _decoded_once() -> Column:
     """Always true; referencing ``_barrier`` keeps the filter above the decode (see decode)."""
-    return F.col(BARRIER_COL) >= 0
+    return F.col(BARRIER) >= 0
 
 
 def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
@@ -57,18 +69,18 @@ def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
     """
 
     def _transform(df: DataFrame) -> DataFrame:
-        record = F.col(RECORD_COL)
+        record = F.col(RECORD)
         return df.select(
             *[record[name].alias(name) for name in record_fields(df)],
-            F.col("key").alias("_kafka_key"),
-            F.col("topic").alias("_kafka_topic"),
-            F.col("partition").alias("_kafka_partition"),
-            F.col("offset").alias("_kafka_offset"),
-            F.col("timestamp").alias("_kafka_timestamp"),
-            F.col("_schema_id").alias("_schema_version_id"),
-            F.col("value").alias("_kafka_value"),
+            F.col("key").alias(KAFKA_KEY),
+            F.col("topic").alias(KAFKA_TOPIC),
+            F.col("partition").alias(KAFKA_PARTITION),
+            F.col("offset").alias(KAFKA_OFFSET),
+            F.col("timestamp").alias(KAFKA_TIMESTAMP),
+            F.col(SCHEMA_ID).alias(SCHEMA_VERSION_ID),
+            F.col("value").alias(KAFKA_VALUE),
             *ERROR_COLUMNS,
-            BARRIER_COL,
+            BARRIER,
         )
 
     return _transform
@@ -95,8 +107,8 @@ def table_rows() -> Callable[[DataFrame], DataFrame]:
     """Returns a transform keeping good rows of a flattened frame: fields, then Kafka metadata."""
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(_decoded_once() & F.col("_error_class").isNull()).drop(
-            "_kafka_value", *ERROR_COLUMNS, BARRIER_COL
+        return df.where(_decoded_once() & F.col(ERROR_CLASS).isNull()).drop(
+            KAFKA_VALUE, *ERROR_COLUMNS, BARRIER
         )
 
     return _transform
@@ -118,19 +130,19 @@ def dead_letter_rows(
     """
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(_decoded_once() & F.col("_error_class").isNotNull()).select(
+        return df.where(_decoded_once() & F.col(ERROR_CLASS).isNotNull()).select(
             F.lit(pipeline).alias("pipeline"),
             F.lit(batch_id).cast("long").alias("batch_id"),
             F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
-            F.col("_kafka_topic").alias("topic"),
-            F.col("_kafka_partition").cast("int").alias("partition"),
-            F.col("_kafka_offset").cast("long").alias("offset"),
-            F.col("_kafka_timestamp").alias("kafka_timestamp"),
-            F.col("_kafka_key").alias("key"),
-            F.col("_kafka_value").alias("value"),
-            F.col("_schema_version_id").alias("schema_version_id"),
-            F.col("_error_class").alias("error_class"),
-            F.col("_error_message").alias("error_message"),
+            F.col(KAFKA_TOPIC).alias("topic"),
+            F.col(KAFKA_PARTITION).cast("int").alias("partition"),
+            F.col(KAFKA_OFFSET).cast("long").alias("offset"),
+            F.col(KAFKA_TIMESTAMP).alias("kafka_timestamp"),
+            F.col(KAFKA_KEY).alias("key"),
+            F.col(KAFKA_VALUE).alias("value"),
+            F.col(SCHEMA_VERSION_ID).alias("schema_version_id"),
+            F.col(ERROR_CLASS).alias("error_class"),
+            F.col(ERROR_MESSAGE).alias("error_message"),
             F.lit(None).cast("timestamp").alias("replayed_at"),
             F.lit(None).cast("string").alias("replay_id"),
         )

@@ -1,9 +1,8 @@
-"""BatchProcessor on static DataFrames shaped like Spark's Kafka source (no broker needed)."""
+"""Pipeline.process on static DataFrames shaped like Spark's Kafka source (no broker needed)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import uuid
 from typing import Any
@@ -22,17 +21,19 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from devtools.sample_data import orders
+from devtools.wire import avro_body, encode_glue
+from etl.commit import BatchCommitter
 from etl.config import PipelineSettings
+from etl.decoding import BatchDecoder
 from etl.exceptions import ConfigError, ExpectationFailedError
-from etl.pipeline import BatchProcessor
+from etl.formats import TableSpec
+from etl.formats.iceberg import IcebergSink
+from etl.pipeline import Pipeline
 from etl.registry import FileSchemas, read_avsc
-from etl.sample_data import orders
-from etl.schema_evolution import ReaderSchema
-from etl.sinks import CommitInfo, TableSpec
-from etl.sinks.iceberg import IcebergSink
-from etl.wire import avro_body, encode_glue
 from tests.conftest import REPO
 from tests.orders import ORDER, spark_row
+from transforms.schema_evolution import ReaderSchema
 
 SCHEMA = read_avsc(REPO / "schemas" / "orders.avsc")
 VERSION = "5a1e0000-0000-4000-8000-000000000001"
@@ -50,30 +51,39 @@ KAFKA = StructType(
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
-def _processor(
+def _pipeline(
     name: str,
     *,
     expectations: list[dict[str, str]] | None = None,
     schemas: dict[str, str] | None = None,
-) -> BatchProcessor:
+) -> Pipeline:
     settings = PipelineSettings.model_validate(
         {
             "source": {"bootstrap_servers": "unused:9092", "topics": ["t"]},
             "decode": {"schema_file": str(REPO / "schemas/orders.avsc"), "max_value_bytes": 4096},
-            "sink": {"table": f"local.unit.{name}"},
+            "sink": {"table": f"local.unit.{name}", "partition_by": ["days(order_ts)"]},
             "dead_letter": {"table": f"local.unit.{name}_dlq"},
             "checkpoint": "/unused",
             "expectations": expectations or [],
         }
     )
-    return BatchProcessor(
-        name=name,
-        settings=settings,
-        resolver=FileSchemas({VERSION: SCHEMA, **(schemas or {})}),
-        reader=ReaderSchema.from_json(SCHEMA),
-        sink=IcebergSink(TableSpec(f"local.unit.{name}", ("days(order_ts)",))),
-        dead_letter=IcebergSink(TableSpec(f"local.unit.{name}_dlq", evolve=False)),
-        clock=functools.partial(lambda: NOW),
+    expectations_ = tuple(settings.expectations)
+    return Pipeline(
+        name,
+        BatchDecoder(
+            name,
+            settings.decode,
+            FileSchemas({VERSION: SCHEMA, **(schemas or {})}),
+            ReaderSchema.from_json(SCHEMA),
+            expectations_,
+        ),
+        BatchCommitter(
+            name,
+            IcebergSink(TableSpec(f"local.unit.{name}", settings.sink.partition_fields)),
+            IcebergSink(TableSpec(f"local.unit.{name}_dlq", evolve=False)),
+            expectations_,
+        ),
+        clock=lambda: NOW,
     )
 
 
@@ -96,12 +106,12 @@ def _frames(
 
 
 def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession) -> None:
-    processor = _processor("mixed")
+    pipeline = _pipeline("mixed")
     records = orders(6)
     bad_version = uuid.UUID("00000000-0000-4000-8000-00000000dead")
     poison = [None, b"\x03\x00" + bad_version.bytes + b"\x02"]
 
-    result = processor.process(_kafka_batch(spark, _frames(records) + poison), 0, query_id="q1")
+    result = pipeline.process(_kafka_batch(spark, _frames(records) + poison), 0, query_id="q1")
 
     assert (result.read, result.written, result.dead_lettered, result.committed) == (8, 6, 2, True)
     table = spark.table("local.unit.mixed")
@@ -166,6 +176,8 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
     assert {k: summary[0][k] for k in summary[0] if k.startswith("etl.")} == {
         **batch,
         "etl.records-read": "8",
+        # a restarted job evolves on from the reader schema the table recorded
+        "etl.reader-schema": SCHEMA,
     }
     dlq_summary = spark.sql("SELECT summary FROM local.unit.mixed_dlq.snapshots").first()
     assert dlq_summary is not None
@@ -179,11 +191,11 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
 
 def test_process_replayed_batch_is_not_committed_twice(spark: SparkSession) -> None:
     batch = _kafka_batch(spark, _frames(orders(4)))
-    _processor("replay").process(batch, 0, query_id="q1")
+    _pipeline("replay").process(batch, 0, query_id="q1")
 
-    # a fresh processor = a restarted job: it must learn the last batch from the table itself
-    replayed = _processor("replay").process(batch, 0, query_id="q1")
-    later = _processor("replay").process(
+    # a fresh pipeline = a restarted job: it must learn the last batch from the table itself
+    replayed = _pipeline("replay").process(batch, 0, query_id="q1")
+    later = _pipeline("replay").process(
         _kafka_batch(spark, _frames(orders(2, start=4)), first_offset=4), 1, query_id="q1"
     )
 
@@ -202,8 +214,8 @@ def test_process_replayed_batch_is_not_committed_twice(spark: SparkSession) -> N
 def test_process_all_failed_batch_commits_only_dead_letters(spark: SparkSession) -> None:
     poison = [None, b"\x00bad", encode_glue(b"\x07" * 30, VERSION)]
     batch = _kafka_batch(spark, poison)
-    first = _processor("all_dead").process(batch, 0, query_id="q")
-    replayed = _processor("all_dead").process(batch, 0, query_id="q")
+    first = _pipeline("all_dead").process(batch, 0, query_id="q")
+    replayed = _pipeline("all_dead").process(batch, 0, query_id="q")
 
     assert (first.read, first.written, first.dead_lettered, first.committed) == (3, 0, 3, True)
     assert (replayed.dead_lettered, replayed.committed) == (3, False)
@@ -218,19 +230,10 @@ def test_process_all_failed_batch_commits_only_dead_letters(spark: SparkSession)
 
 def test_process_new_query_id_starts_a_new_batch_sequence(spark: SparkSession) -> None:
     batch = _kafka_batch(spark, _frames(orders(3)))
-    first = _processor("newq").process(batch, 0, query_id="old-checkpoint")
-    second = _processor("newq").process(batch, 0, query_id="new-checkpoint")
+    first = _pipeline("newq").process(batch, 0, query_id="old-checkpoint")
+    second = _pipeline("newq").process(batch, 0, query_id="new-checkpoint")
     assert (first.committed, second.committed) == (True, True)
     assert spark.table("local.unit.newq").count() == 6
-
-
-def test_batch_processor_call_records_results_once_bound(spark: SparkSession) -> None:
-    processor = _processor("bound")
-    processor.bind("q-bound")
-    processor(_kafka_batch(spark, _frames(orders(2))), 0)
-    assert [(r.batch_id, r.read, r.written, r.committed) for r in processor.results] == [
-        (0, 2, 2, True)
-    ]
 
 
 def _evolved(change: Any) -> str:
@@ -249,12 +252,12 @@ def test_process_evolves_the_table_for_a_compatible_new_version(spark: SparkSess
 
     v2 = _evolved(v2_change)
     v2_id = "5a1e0000-0000-4000-8000-000000000002"
-    processor = _processor("evolve", schemas={v2_id: v2})
-    processor.process(_kafka_batch(spark, _frames(orders(2))), 0, query_id="q")
+    pipeline = _pipeline("evolve", schemas={v2_id: v2})
+    pipeline.process(_kafka_batch(spark, _frames(orders(2))), 0, query_id="q")
     new_rows = [
         {**r, "quantity": 2**40, "status": "RETURNED", "channel": "app"} for r in orders(2, start=2)
     ]
-    result = processor.process(
+    result = pipeline.process(
         _kafka_batch(spark, _frames(new_rows, v2, v2_id), first_offset=2), 1, query_id="q"
     )
 
@@ -279,11 +282,11 @@ def test_process_dead_letters_an_incompatible_version_and_keeps_going(
 
     bad = _evolved(bad_change)
     bad_id = "5a1e0000-0000-4000-8000-0000000000ba"
-    processor = _processor("incompatible", schemas={bad_id: bad})
+    pipeline = _pipeline("incompatible", schemas={bad_id: bad})
     bad_rows = [{**r, "customer_id": "c-1"} for r in orders(1, start=50)]
     values = _frames(orders(2)) + _frames(bad_rows, bad, bad_id)
 
-    result = processor.process(_kafka_batch(spark, values), 0, query_id="q")
+    result = pipeline.process(_kafka_batch(spark, values), 0, query_id="q")
 
     assert (result.read, result.written, result.dead_lettered) == (3, 2, 1)
     dlq = spark.table("local.unit.incompatible_dlq").select("error_class", "error_message")
@@ -297,7 +300,7 @@ def test_process_dead_letters_an_incompatible_version_and_keeps_going(
 
 
 def test_process_expectations_drop_warn_and_count(spark: SparkSession) -> None:
-    processor = _processor(
+    pipeline = _pipeline(
         "expect",
         expectations=[
             {"name": "has_email", "expr": "customer_email IS NOT NULL", "action": "drop"},
@@ -305,7 +308,7 @@ def test_process_expectations_drop_warn_and_count(spark: SparkSession) -> None:
         ],
     )
     records = orders(10)
-    result = processor.process(_kafka_batch(spark, _frames(records)), 0, query_id="q")
+    result = pipeline.process(_kafka_batch(spark, _frames(records)), 0, query_id="q")
 
     no_email = sum(r["customer_email"] is None for r in records)
     many = sum(r["quantity"] >= 5 for r in records)
@@ -322,31 +325,18 @@ def test_process_expectations_drop_warn_and_count(spark: SparkSession) -> None:
 
 
 def test_process_fail_expectation_raises_and_commits_nothing(spark: SparkSession) -> None:
-    processor = _processor(
+    pipeline = _pipeline(
         "expect_fail", expectations=[{"name": "cheap", "expr": "amount < 10", "action": "fail"}]
     )
     with pytest.raises(ExpectationFailedError, match=r"expectation 'cheap' \(amount < 10\) failed"):
-        processor.process(_kafka_batch(spark, _frames(orders(5))), 0, query_id="q")
+        pipeline.process(_kafka_batch(spark, _frames(orders(5))), 0, query_id="q")
     assert not spark.catalog.tableExists("local.unit.expect_fail")
 
 
 def test_process_bad_expectation_expression_names_the_config_key(spark: SparkSession) -> None:
-    processor = _processor(
+    pipeline = _pipeline(
         "expect_bad",
         expectations=[{"name": "oops", "expr": "no_such_column > 1", "action": "drop"}],
     )
     with pytest.raises(ConfigError, match=r"^pipelines\.expect_bad\.expectations: "):
-        processor.process(_kafka_batch(spark, _frames(orders(1))), 0, query_id="q")
-
-
-def test_sink_committed_before_learns_from_the_table(spark: SparkSession) -> None:
-    sink = IcebergSink(TableSpec("local.unit.seen"))
-    first = CommitInfo("p", "q", 0)
-    assert not sink.committed_before(spark, first)  # no table yet
-    assert sink.write_batch(spark.createDataFrame([(1,)], "x int"), first)
-    assert sink.committed_before(spark, first)
-
-    restarted = IcebergSink(TableSpec("local.unit.seen"))
-    assert restarted.committed_before(spark, first)
-    assert not restarted.committed_before(spark, CommitInfo("p", "q", 1))
-    assert not restarted.committed_before(spark, CommitInfo("p", "another-query", 0))
+        pipeline.process(_kafka_batch(spark, _frames(orders(1))), 0, query_id="q")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devtools.producer import register_schema
 from etl.config import AwsSettings, DecodeSettings, RegistrySettings
 from etl.exceptions import (
     RegistryUnavailableError,
@@ -18,7 +19,6 @@ from etl.exceptions import (
     SchemaNotFoundError,
     SchemaRegistryError,
 )
-from etl.producer import register_schema
 from etl.registry import FileSchemas, GlueSchemaRegistry, build_resolver, glue_client, read_avsc
 from tests.conftest import REPO
 from transforms.framing import PLAIN_AVRO_SCHEMA_ID

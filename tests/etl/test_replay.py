@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+import pytest
 from pyspark.sql import SparkSession
 
+from devtools.sample_data import orders
+from devtools.wire import encode_glue
 from etl.replay import replay_dead_letters
-from etl.sample_data import orders
-from etl.wire import encode_glue
-from tests.etl.test_pipeline import SCHEMA, _frames, _kafka_batch, _processor
+from tests.etl.test_pipeline import SCHEMA, _frames, _kafka_batch, _pipeline
 
 LATE = "5a1e0000-0000-4000-8000-00000000001a"  # registered only after the records arrived
 NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
@@ -20,11 +22,11 @@ def test_replay_dead_letters_appends_once_and_marks(spark: SparkSession) -> None
     late = orders(4, start=10)
     corrupt = encode_glue(b"\x07" * 30, LATE)
     values = _frames(good) + _frames(late, SCHEMA, LATE) + [corrupt]
-    first = _processor("replay_me").process(_kafka_batch(spark, values), 0, query_id="q")
+    first = _pipeline("replay_me").process(_kafka_batch(spark, values), 0, query_id="q")
     assert (first.written, first.dead_lettered) == (3, 5)
 
     # the schema is now in the registry: a fresh processor resolves it
-    fixed = _processor("replay_me", schemas={LATE: SCHEMA})
+    fixed = _pipeline("replay_me", schemas={LATE: SCHEMA})
     result = replay_dead_letters(spark, fixed, replay_id="r1", now=NOW)
 
     assert (result.candidates, result.appended, result.marked) == (5, 4, 4)
@@ -49,31 +51,87 @@ def test_replay_dead_letters_appends_once_and_marks(spark: SparkSession) -> None
     assert spark.table("local.unit.replay_me").count() == 7
 
 
-def test_replay_after_a_crash_before_marking_appends_nothing_twice(spark: SparkSession) -> None:
+class _Crash(RuntimeError):
+    """A simulated crash of the replay job."""
+
+
+def test_replay_after_a_crash_before_marking_appends_nothing_twice(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     late = orders(2, start=20)
-    _processor("replay_crash").process(
+    _pipeline("replay_crash").process(
         _kafka_batch(spark, _frames(late, SCHEMA, LATE)), 0, query_id="q"
     )
-    fixed = _processor("replay_crash", schemas={LATE: SCHEMA})
-    replay_dead_letters(spark, fixed, replay_id="r1", now=NOW)
-    # as if the run had died after its append, before its MERGE marked the rows
-    spark.sql("UPDATE local.unit.replay_crash_dlq SET replayed_at = NULL, replay_id = NULL")
+    fixed = _pipeline("replay_crash", schemas={LATE: SCHEMA})
+    dlq = fixed.committer.dead_letter
+    claim = dlq.update
+    calls: list[str] = []
 
-    result = replay_dead_letters(spark, fixed, replay_id="r2", now=NOW)
+    def dies_when_settling(spark: SparkSession, *, assignments: Any, where: str) -> None:
+        calls.append(where)
+        if "replayed_at" in assignments:  # the table commit has landed by now
+            raise _Crash("killed before marking")
+        claim(spark, assignments=assignments, where=where)
 
-    assert (result.candidates, result.appended, result.marked) == (2, 0, 2)
+    monkeypatch.setattr(dlq, "update", dies_when_settling)
+    with pytest.raises(_Crash):
+        replay_dead_letters(spark, fixed, replay_id="r1", now=NOW)
     assert spark.table("local.unit.replay_crash").count() == 2
-    assert {
-        r[0] for r in spark.table("local.unit.replay_crash_dlq").select("replay_id").collect()
-    } == {"r2"}
+    monkeypatch.undo()
+
+    # a restarted job (fresh pipeline) finds the unfinished claim and finishes it
+    result = replay_dead_letters(
+        spark, _pipeline("replay_crash", schemas={LATE: SCHEMA}), replay_id="r2", now=NOW
+    )
+
+    assert (result.replay_id, result.resumed) == ("r1", True)
+    assert (result.candidates, result.appended, result.marked) == (2, 0, 2)
+    assert sorted(
+        r[0] for r in spark.table("local.unit.replay_crash").select("order_id").collect()
+    ) == ["o-20", "o-21"]
+    marks = spark.table("local.unit.replay_crash_dlq").select("replay_id", "replayed_at")
+    assert [tuple(r) for r in marks.collect()] == [("r1", NOW.replace(tzinfo=None))] * 2
+
+
+def test_replay_after_a_crash_before_the_table_commit_appends_once(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    late = orders(2, start=40)
+    _pipeline("replay_early").process(
+        _kafka_batch(spark, _frames(late, SCHEMA, LATE)), 0, query_id="q"
+    )
+    fixed = _pipeline("replay_early", schemas={LATE: SCHEMA})
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise _Crash("killed after claiming")
+
+    monkeypatch.setattr(fixed.committer, "commit_table", dies)
+    with pytest.raises(_Crash):
+        replay_dead_letters(spark, fixed, replay_id="r1", now=NOW)
+    assert not spark.catalog.tableExists("local.unit.replay_early")
+
+    result = replay_dead_letters(
+        spark, _pipeline("replay_early", schemas={LATE: SCHEMA}), replay_id="r2", now=NOW
+    )
+    assert (result.replay_id, result.resumed, result.appended, result.marked) == (
+        "r1",
+        True,
+        2,
+        2,
+    )
+    again = replay_dead_letters(
+        spark, _pipeline("replay_early", schemas={LATE: SCHEMA}), replay_id="r3", now=NOW
+    )
+    assert (again.resumed, again.candidates, again.appended) == (False, 0, 0)
+    assert spark.table("local.unit.replay_early").count() == 2
 
 
 def test_replay_where_filter_limits_the_candidates(spark: SparkSession) -> None:
     late = orders(3, start=30)
-    _processor("replay_where").process(
+    _pipeline("replay_where").process(
         _kafka_batch(spark, _frames(late, SCHEMA, LATE)), 0, query_id="q"
     )
-    fixed = _processor("replay_where", schemas={LATE: SCHEMA})
+    fixed = _pipeline("replay_where", schemas={LATE: SCHEMA})
     result = replay_dead_letters(spark, fixed, replay_id="r1", now=NOW, where="offset = 1")
     assert (result.candidates, result.appended, result.marked) == (1, 1, 1)
     assert [r[0] for r in spark.table("local.unit.replay_where").select("order_id").collect()] == [

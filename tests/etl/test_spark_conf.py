@@ -9,7 +9,8 @@ import pytest
 
 from etl.config import Settings, load_settings
 from etl.exceptions import ConfigError
-from etl.spark import local_uri, spark_conf
+from etl.paths import local_uri
+from etl.spark import spark_conf
 from tests.conftest import REPO
 
 # what every session gets, whatever the catalog
@@ -24,6 +25,7 @@ DEFAULTS = {
 
 
 def _settings(catalog: dict[str, Any], **spark: Any) -> Settings:
+    name = catalog.get("name", "local")
     return Settings.model_validate(
         {
             "spark": spark,
@@ -33,8 +35,8 @@ def _settings(catalog: dict[str, Any], **spark: Any) -> Settings:
                 "orders": {
                     "source": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["orders"]},
                     "decode": {"schema_file": "schemas/orders.avsc"},
-                    "sink": {"table": "lake.shop.orders"},
-                    "dead_letter": {"table": "lake.shop.orders_dlq"},
+                    "sink": {"table": f"{name}.shop.orders"},
+                    "dead_letter": {"table": f"{name}.shop.orders_dlq"},
                     "checkpoint": "/tmp/checkpoints/orders",
                 }
             },
@@ -48,7 +50,7 @@ def test_spark_conf_jdbc_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         {
             "name": "local",
             "type": "jdbc",
-            "uri": "jdbc:sqlite:.warehouse/catalog.db",
+            "uri": "jdbc:postgresql://db:5432/catalog",
             "warehouse": ".warehouse/data",
             "properties": {"jdbc.schema-version": "V1"},
         }
@@ -60,7 +62,7 @@ def test_spark_conf_jdbc_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         "spark.sql.catalog.local.cache-enabled": "false",
         "spark.sql.catalog.local.type": "jdbc",
         # the JDBC uri is passed as written; the warehouse becomes an absolute file URI
-        "spark.sql.catalog.local.uri": "jdbc:sqlite:.warehouse/catalog.db",
+        "spark.sql.catalog.local.uri": "jdbc:postgresql://db:5432/catalog",
         "spark.sql.catalog.local.warehouse": f"file://{tmp_path.resolve()}/.warehouse/data",
         "spark.sql.catalog.local.jdbc.schema-version": "V1",
     }
@@ -106,7 +108,7 @@ def test_spark_conf_hadoop_catalog_relative_warehouse(
 
 @pytest.mark.parametrize(
     "warehouse",
-    ["s3a://my-lake/warehouse", "file:/data/warehouse", "file:///data/warehouse"],
+    ["hdfs://nn:8020/warehouse", "file:/data/warehouse", "file:///data/warehouse"],
 )
 def test_spark_conf_hadoop_catalog_keeps_warehouse_uris(warehouse: str) -> None:
     settings = _settings({"name": "local", "type": "hadoop", "warehouse": warehouse})

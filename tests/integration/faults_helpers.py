@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from etl.devstack.lifecycle import Service
-from etl.devstack.ports import LOOPBACK, free_port, pid_alive, pid_cmdline
+from devtools.devstack.lifecycle import Service
+from devtools.devstack.ports import LOOPBACK, free_port, pid_alive, pid_cmdline
 
 _BUFFER = 64 * 1024
 _CLIENT_LOG = logging.getLogger("tests.faults.rdkafka")

@@ -23,9 +23,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from etl.devstack import KafkaBroker, MotoServer, load_state
-from etl.devstack.ports import pid_alive, port_open, terminate_pid
-from etl.devstack.stack import read_state, stop_from_state
+from devtools.devstack import KafkaBroker, MotoServer, load_state
+from devtools.devstack.ports import pid_alive, port_open, terminate_pid
+from devtools.devstack.stack import read_state, stop_from_state
 
 if TYPE_CHECKING:
     from mypy_boto3_glue.type_defs import SchemaIdTypeDef
@@ -228,10 +228,10 @@ def test_moto_serves_s3_and_secrets_on_the_same_endpoint(moto_server: MotoServer
 
 
 def _cli(*args: str, workdir: Path, broker_jars: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m etl.devstack`` with the given arguments."""
+    """Run ``python -m devtools.devstack`` with the given arguments."""
     return subprocess.run(
         [
-            *(sys.executable, "-m", "etl.devstack", *args),
+            *(sys.executable, "-m", "devtools.devstack", *args),
             *("--workdir", str(workdir), "--broker-jars", str(broker_jars)),
         ],
         cwd=REPO,

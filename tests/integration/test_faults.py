@@ -27,12 +27,12 @@ from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
+from devtools.devstack.moto_server import MotoServer
+from devtools.producer import glue_frames, register_schema
+from devtools.sample_data import orders
 from etl.config import Settings
-from etl.devstack.moto_server import MotoServer
 from etl.pipeline import BatchProcessor, start_pipeline
-from etl.producer import glue_frames, register_schema
 from etl.registry import read_avsc
-from etl.sample_data import orders
 from tests.conftest import REPO, catalog_block
 from tests.integration.faults_helpers import (
     KillReport,

@@ -17,11 +17,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import StreamingQueryException
 
+from devtools.producer import glue_frames, produce, register_schema
+from devtools.sample_data import orders
 from etl.config import Settings
 from etl.pipeline import start_pipeline
-from etl.producer import glue_frames, produce, register_schema
 from etl.registry import read_avsc
-from etl.sample_data import orders
 from tests.conftest import REPO, catalog_block
 from tests.orders import ORDER, arrow_row, spark_row
 

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
+from devtools.producer import glue_frames, produce, register_schema
+from devtools.sample_data import orders
+from devtools.wire import encode_glue
 from etl.config import Settings
 from etl.pipeline import start_pipeline
-from etl.producer import glue_frames, produce, register_schema
 from etl.registry import read_avsc
-from etl.sample_data import orders
-from etl.wire import encode_glue
 from tests.conftest import REPO, catalog_block
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pyspark
 
-from etl.devstack.packages import maven_dependencies, udf_jar
+from etl.jvm import maven_dependencies, udf_jar
 from jobs.glue_ingest import ingest_argv
 
 

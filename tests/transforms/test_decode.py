@@ -19,7 +19,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.wire import avro_body, encode_confluent, encode_glue
+from devtools.wire import avro_body, encode_confluent, encode_glue
 from tests.conftest import REPO
 from tests.orders import ORDER, spark_row
 from transforms.decode import (
@@ -31,6 +31,7 @@ from transforms.decode import (
 )
 from transforms.framing import parse_frame
 from transforms.routing import dead_letter_rows, flatten_decoded, table_rows
+from transforms.wire import WireFormat
 
 NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
@@ -87,7 +88,7 @@ def _framed(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
     frame = spark.createDataFrame(
         [(v,) for v in values], StructType([StructField("value", BinaryType())])
     )
-    return frame.transform(parse_frame(wire_format="glue", max_value_bytes=4096))
+    return frame.transform(parse_frame(wire_format=WireFormat.GLUE, max_value_bytes=4096))
 
 
 def _decoded(
@@ -95,7 +96,9 @@ def _decoded(
 ) -> DataFrame:
     return (
         df.transform(inflate_zlib(max_bytes=4096, engine=engine))
-        .transform(decode_avro(wire_format="glue", writer_schemas=writers, reader_schema=reader))
+        .transform(
+            decode_avro(wire_format=WireFormat.GLUE, writer_schemas=writers, reader_schema=reader)
+        )
         .select(
             "_error_class",
             "_error_message",
@@ -223,7 +226,7 @@ def test_decode_avro_names_versions_keeps_the_marker_and_drops_frame_columns(
     frames = _framed(spark, [encode_glue(body, V1), encode_glue(body, UNKNOWN), None])
     decoded = frames.transform(
         decode_avro(
-            wire_format="glue",
+            wire_format=WireFormat.GLUE,
             writer_schemas={V1: ORDERS, V2: ORDERS},
             reader_schema=ORDERS,
             rejected={V2: "field x changed type"},
@@ -253,7 +256,7 @@ def test_decode_avro_rejected_version_is_incompatible(spark: SparkSession) -> No
     frames = _framed(spark, [encode_glue(body, V2)])
     actual = frames.transform(
         decode_avro(
-            wire_format="glue",
+            wire_format=WireFormat.GLUE,
             writer_schemas={V2: ORDERS},
             reader_schema=ORDERS,
             rejected={V2: "field x changed type"},
@@ -278,7 +281,9 @@ def test_routing_filters_do_not_decode_twice(spark: SparkSession) -> None:
         .withColumn("timestamp", F.lit(None).cast("timestamp"))
         .transform(inflate_zlib(max_bytes=4096))
         .transform(
-            decode_avro(wire_format="glue", writer_schemas={V1: ORDERS}, reader_schema=ORDERS)
+            decode_avro(
+                wire_format=WireFormat.GLUE, writer_schemas={V1: ORDERS}, reader_schema=ORDERS
+            )
         )
         .transform(flatten_decoded())
     )
@@ -331,9 +336,11 @@ def test_decode_avro_confluent_ids_match_their_framed_key(spark: SparkSession) -
         StructType([StructField("value", BinaryType())]),
     )
     actual = (
-        values.transform(parse_frame(wire_format="confluent", max_value_bytes=4096))
+        values.transform(parse_frame(wire_format=WireFormat.CONFLUENT, max_value_bytes=4096))
         .transform(
-            decode_avro(wire_format="confluent", writer_schemas={"7": ORDERS}, reader_schema=ORDERS)
+            decode_avro(
+                wire_format=WireFormat.CONFLUENT, writer_schemas={"7": ORDERS}, reader_schema=ORDERS
+            )
         )
         .select("_schema_id", "_error_class", F.col("_record.order_id").alias("order_id"))
         .orderBy("_schema_id")

@@ -1,4 +1,4 @@
-"""``python -m etl.devstack up|down|status``: run the local stack in the background.
+"""``python -m devtools.devstack up|down|status``: run the local stack in the background.
 
 ``up`` starts a Kafka broker and a moto server that outlive the command, records their
 pids, ports and the generated SCRAM password in ``<workdir>/state.json`` (mode 0600) and
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from etl.devstack.stack import (
+from devtools.devstack.stack import (
     DEFAULT_SCRAM_USERNAME,
     LocalStack,
     component_pids,
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     """Build the argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m etl.devstack",
+        prog="python -m devtools.devstack",
         description="Run the embedded local stack (Kafka broker + moto) in the background.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])

@@ -1,4 +1,7 @@
-"""Prints spark-submit flags for EMR / Glue from jvm/spark/pom.xml, the one list of JVM deps.
+"""Spark-submit flags for EMR / Glue from ``etl/jvm/pom.xml``, the one list of JVM deps.
+
+The pom ships inside the package (package data), so ``python -m etl.jvm`` works from an
+installed wheel as well as from the repository, where ``make jars`` resolves the same pom.
 
 ``--packages`` gets the pom's direct dependencies; ``spark.jars.excludes`` gets its
 exclusions (Spark resolves them with glob matching), so the cluster resolves the same set
@@ -13,9 +16,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-POM = REPO / "jvm" / "spark" / "pom.xml"
-JARS_DIR = REPO / ".jars" / "spark"
+POM = Path(__file__).with_name("pom.xml")
+# where `make jars` puts the UDF jar, relative to the directory the command runs in
+JARS_DIR = Path(".jars") / "spark"
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -45,21 +48,18 @@ def udf_jar(jars_dir: Path = JARS_DIR) -> Path | None:
     return next(iter(sorted(jars_dir.glob("etl-udf-*.jar"))), None)
 
 
-def main() -> int:
-    """Prints the spark-submit flags."""
+def submit_flags(jars_dir: Path = JARS_DIR) -> str:
+    """The spark-submit flags: ``--packages``, ``spark.jars.excludes`` and, once built,
+    ``--jars`` with the UDF jar (a warning on stderr when it is not)."""
     packages, excludes = maven_dependencies()
     flags = f"--packages {','.join(packages)} --conf spark.jars.excludes={','.join(excludes)}"
-    jar = udf_jar()
+    jar = udf_jar(jars_dir)
     if jar is None:
         print(
-            "etl-udf jar not built (run `make jars`): zlib would be inflated in Python",
+            f"etl-udf jar not found in {jars_dir} (run `make jars`): zlib would be inflated "
+            "in Python",
             file=sys.stderr,
         )
     else:
         flags += f" --jars {jar}"
-    print(flags)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return flags

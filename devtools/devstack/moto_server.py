@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from etl.devstack.lifecycle import Service
-from etl.devstack.ports import LOOPBACK, free_port
+from devtools.devstack.lifecycle import Service
+from devtools.devstack.ports import LOOPBACK, free_port
 from etl.exceptions import LocalStackError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Layout of a stack's working directory::
 
-    <workdir>/state.json       written by `python -m etl.devstack up` (mode 0600)
+    <workdir>/state.json       written by `python -m devtools.devstack up` (mode 0600)
     <workdir>/broker/          server.properties, data/ (KRaft storage), logs/
     <workdir>/logs/moto.log    moto's request log
 """
@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etl.devstack.kafka_broker import SCRAM_MECHANISM, KafkaBroker
-from etl.devstack.lifecycle import Service
-from etl.devstack.moto_server import MotoServer
-from etl.devstack.ports import pid_alive, pid_cmdline, terminate_pid
+from devtools.devstack.kafka_broker import SCRAM_MECHANISM, KafkaBroker
+from devtools.devstack.lifecycle import Service
+from devtools.devstack.moto_server import MotoServer
+from devtools.devstack.ports import pid_alive, pid_cmdline, terminate_pid
 from etl.exceptions import LocalStackError
 
 STATE_FILE = "state.json"
@@ -248,7 +248,7 @@ def read_state(workdir: Path) -> dict[str, Any] | None:
 
 
 def load_state(workdir: Path) -> StackInfo:
-    """Return the endpoints and credentials of the stack started by ``etl.devstack up``.
+    """Return the endpoints and credentials of the stack started by ``devtools.devstack up``.
 
     Args:
         workdir: The ``--workdir`` the stack was started with.
@@ -262,7 +262,7 @@ def load_state(workdir: Path) -> StackInfo:
     state = read_state(workdir)
     if state is None:
         raise LocalStackError(
-            f"no local stack state in {workdir}: run `python -m etl.devstack up "
+            f"no local stack state in {workdir}: run `python -m devtools.devstack up "
             f"--workdir {workdir}` first"
         )
     try:

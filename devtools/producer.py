@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from botocore.exceptions import ClientError
 
-from etl.wire import avro_body, encode_glue
+from devtools.wire import avro_body, encode_glue
 
 if TYPE_CHECKING:
     from mypy_boto3_glue import GlueClient

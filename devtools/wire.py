@@ -1,18 +1,5 @@
-"""Wire formats of Kafka record values: the AWS Glue Schema Registry and Confluent frames.
-
-Glue (awslabs/aws-glue-schema-registry ``AWSSchemaRegistryConstants``):
-    byte 0      header version, 0x03
-    byte 1      compression, 0x00 none | 0x05 zlib (java.util.zip.Deflater defaults = zlib stream)
-    bytes 2..17 schema version id, a UUID as two big-endian longs
-    bytes 18..  the Avro binary body (compressed when byte 1 is 0x05)
-Confluent:
-    byte 0      magic 0x00
-    bytes 1..4  schema id, big-endian int32
-    bytes 5..   the Avro binary body
-
-Decoding happens in Spark column expressions (``transforms.framing``); this module holds the
-constants both sides share and the encoders producers (demo, tests, benchmarks) use.
-"""
+"""Encoders producers (demo, tests, benchmarks) use to frame Avro bodies the way real
+serializers do; the formats are described in ``transforms.wire``."""
 
 from __future__ import annotations
 
@@ -24,12 +11,12 @@ from typing import Any
 
 import fastavro
 
-GLUE_HEADER_VERSION = 0x03
-GLUE_COMPRESSION_NONE = 0x00
-GLUE_COMPRESSION_ZLIB = 0x05
-GLUE_HEADER_LENGTH = 18
-CONFLUENT_MAGIC = 0x00
-CONFLUENT_HEADER_LENGTH = 5
+from transforms.wire import (
+    CONFLUENT_MAGIC,
+    GLUE_COMPRESSION_NONE,
+    GLUE_COMPRESSION_ZLIB,
+    GLUE_HEADER_VERSION,
+)
 
 
 def encode_glue(

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from etl.devstack.lifecycle import Service
-from etl.devstack.ports import LOOPBACK, free_ports, port_open
+from devtools.devstack.lifecycle import Service
+from devtools.devstack.ports import LOOPBACK, free_ports, port_open
 from etl.exceptions import LocalStackError
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class KafkaBroker(Service):
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 # own session: Ctrl-C in the terminal that ran the CLI must not kill it, and
-                # `etl.devstack up` exits while the broker keeps running
+                # `devtools.devstack up` exits while the broker keeps running
                 start_new_session=True,
             )
         log.info("kafka broker pid %d starting in %s", self._proc.pid, self.workdir)
@@ -353,7 +353,7 @@ class KafkaBroker(Service):
         """Return an AdminClient; librdkafka's own log lines go to this module's logger."""
         # confluent_kafka is typed but confluent_kafka.admin has no __all__, so strict mypy
         # treats its re-exports as private; the helpers import from the defining modules.
-        # Imported lazily so that `import etl.devstack` works without the [local] extra.
+        # Imported lazily so that `import devtools.devstack` works without the [local] extra.
         from confluent_kafka.admin import AdminClient
 
         conf = self.client_config(scram=scram, password=password)

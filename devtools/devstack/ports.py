@@ -51,7 +51,7 @@ def port_open(port: int, timeout: float = 0.5) -> bool:
 def pid_alive(pid: int) -> bool:
     """Tell whether ``pid`` is a running (not zombie) process.
 
-    A stack started by ``python -m etl.devstack up`` is reparented once the CLI exits, and
+    A stack started by ``python -m devtools.devstack up`` is reparented once the CLI exits, and
     the new parent is not guaranteed to reap it promptly, so a plain ``kill(pid, 0)`` would
     report a zombie as alive.
 

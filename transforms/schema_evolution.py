@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from etl.exceptions import IncompatibleSchemaError
 
 _WIDENS = {("int", "long"), ("float", "double")}
 _PROMOTES = {
@@ -38,55 +37,117 @@ _PROMOTES = {
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
+class _Incompatible(ValueError):
+    """A writer version cannot be read into the reader schema (internal: becomes a reason)."""
+
+
+@dataclass(frozen=True)
+class WriterVersion:
+    """One writer schema version as the registry knows it."""
+
+    version_id: str
+    definition: str
+    # registration order (Glue's VersionNumber): versions are folded in this order, so the
+    # outcome does not depend on which ids a batch happens to hold or how they sort
+    number: int
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The outcome of folding one writer into a reader: the widened schema and what changed,
+    or, when ``incompatible`` is set, why the writer cannot be read (schema unchanged)."""
+
+    schema: dict[str, Any]
+    changes: tuple[str, ...] = ()
+    incompatible: str | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admitting a batch's writer versions did: changes to the reader, rejections."""
+
+    changes: tuple[str, ...]
+    # version id -> reason, for the versions passed in that cannot be read
+    rejected: dict[str, str]
+
+
 @dataclass
 class ReaderSchema:
-    """The evolving reader schema of one pipeline, and what each writer version did to it."""
+    """The evolving reader schema of one pipeline and the versions already decided.
+
+    Start it from the table's last stored reader schema (``seeded``), so a restart decides
+    each version exactly as the run before it did.
+    """
 
     schema: dict[str, Any]
     admitted: set[str] = field(default_factory=set)
     rejected: dict[str, str] = field(default_factory=dict)
-    changes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, text: str) -> ReaderSchema:
-        """Starts from the configured reader schema."""
+        """Starts from a reader schema."""
         return cls(json.loads(text))
+
+    @classmethod
+    def seeded(cls, configured: str, stored: str | None) -> tuple[ReaderSchema, Merged]:
+        """Starts from the table's stored reader schema, widened by the configured one.
+
+        Args:
+            configured: The reader schema from the settings.
+            stored: The reader schema the table's newest commit recorded, if any.
+
+        Returns:
+            The reader schema, and how the configured schema merged into the stored one
+            (``incompatible`` set when it cannot be: the caller decides how to fail).
+        """
+        if stored is None:
+            return cls.from_json(configured), Merged(json.loads(configured))
+        merged = merge(json.loads(stored), json.loads(configured))
+        return cls(merged.schema), merged
 
     def json(self) -> str:
         """The current reader schema as JSON."""
         return json.dumps(self.schema)
 
-    def admit(self, writers: dict[str, str]) -> dict[str, str]:
-        """Folds new writer versions in; returns {version id: reason} of the incompatible ones.
+    def admit(self, writers: Iterable[WriterVersion]) -> Admission:
+        """Folds new writer versions in, in registration order.
 
-        Versions seen before are skipped, so the work is once per version per process.
+        Versions decided before are skipped, so the work is once per version per process.
         """
-        for version_id, text in sorted(writers.items()):
-            if version_id in self.admitted or version_id in self.rejected:
+        changes: list[str] = []
+        ordered = sorted(writers, key=lambda w: (w.number, w.version_id))
+        for writer in ordered:
+            if writer.version_id in self.admitted or writer.version_id in self.rejected:
                 continue
-            try:
-                merged, changes = merge(self.schema, json.loads(text))
-            except IncompatibleSchemaError as err:
-                self.rejected[version_id] = str(err)
+            merged = merge(self.schema, json.loads(writer.definition))
+            if merged.incompatible is not None:
+                self.rejected[writer.version_id] = merged.incompatible
                 continue
-            self.schema = merged
-            self.admitted.add(version_id)
-            self.changes += [f"{version_id}: {c}" for c in changes]
-        return {v: r for v, r in self.rejected.items() if v in writers}
+            self.schema = merged.schema
+            self.admitted.add(writer.version_id)
+            changes += [f"{writer.version_id}: {c}" for c in merged.changes]
+        ids = {w.version_id for w in ordered}
+        return Admission(tuple(changes), {v: r for v, r in self.rejected.items() if v in ids})
 
 
-def merge(reader: dict[str, Any], writer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Returns (widened reader, list of changes) or raises IncompatibleSchemaError.
+def merge(reader: dict[str, Any], writer: dict[str, Any]) -> Merged:
+    """Folds a writer schema into a reader schema.
 
     Args:
         reader: The current reader (table) schema, an Avro record.
         writer: A writer schema version, an Avro record.
+
+    Returns:
+        The widened reader and the list of changes, or the reason it cannot be done.
     """
     changes: list[str] = []
-    merged = _merge(
-        copy.deepcopy(reader), writer, path=reader.get("name", "record"), changes=changes
-    )
-    return merged, changes
+    try:
+        merged = _merge(
+            copy.deepcopy(reader), writer, path=reader.get("name", "record"), changes=changes
+        )
+    except _Incompatible as err:
+        return Merged(reader, incompatible=str(err))
+    return Merged(merged, tuple(changes))
 
 
 def _merge(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
@@ -108,15 +169,15 @@ def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
         # a named type used again by name: its definition was merged where it first appeared
         if _type_name(r) == _type_name(w):
             return r
-        raise IncompatibleSchemaError(f"{path}: type changed from {_show(r)} to {_show(w)}")
+        raise _Incompatible(f"{path}: type changed from {_show(r)} to {_show(w)}")
     if isinstance(r, list) or isinstance(w, list):
         if json.dumps(r, sort_keys=True) == json.dumps(w, sort_keys=True):
             return r
-        raise IncompatibleSchemaError(f"{path}: union changed from {_show(r)} to {_show(w)}")
+        raise _Incompatible(f"{path}: union changed from {_show(r)} to {_show(w)}")
     r_kind, w_kind = _kind(r), _kind(w)
     r_logical, w_logical = _logical(r), _logical(w)
     if r_logical != w_logical and not (r_logical == "decimal" == w_logical):
-        raise IncompatibleSchemaError(
+        raise _Incompatible(
             f"{path}: logical type changed from {r_logical or r_kind} to {w_logical or w_kind}"
         )
     if r_logical == "decimal":
@@ -127,9 +188,9 @@ def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
         if (r_kind, w_kind) in _WIDENS:
             changes.append(f"{path}: widened {r_kind} -> {w_kind}")
             return w if isinstance(r, str) else {**r, "type": w_kind}
-        raise IncompatibleSchemaError(f"{path}: type changed from {r_kind} to {w_kind}")
+        raise _Incompatible(f"{path}: type changed from {r_kind} to {w_kind}")
     if r_kind != w_kind:
-        raise IncompatibleSchemaError(f"{path}: type changed from {r_kind} to {w_kind}")
+        raise _Incompatible(f"{path}: type changed from {r_kind} to {w_kind}")
     if r_kind == "record":
         return _merge_record(r, w, path=path, changes=changes)
     if r_kind == "enum":
@@ -146,7 +207,7 @@ def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
             "values": _merge(r["values"], w["values"], path=f"{path}{{}}", changes=changes),
         }
     if r_kind == "fixed" and r.get("size") != w.get("size"):
-        raise IncompatibleSchemaError(f"{path}: fixed size changed from {r['size']} to {w['size']}")
+        raise _Incompatible(f"{path}: fixed size changed from {r['size']} to {w['size']}")
     return r
 
 
@@ -164,7 +225,7 @@ def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: l
         elif "default" in rf:
             fields.append(rf)
         else:
-            raise IncompatibleSchemaError(
+            raise _Incompatible(
                 f"{path}.{name}: required by the table schema (no default), missing in the writer"
             )
     known = {f["name"] for f in r["fields"]}
@@ -180,7 +241,7 @@ def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: l
 def _merge_decimal(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: list[str]) -> Any:
     """Decimals: same scale; the reader takes the larger precision."""
     if r.get("scale", 0) != w.get("scale", 0):
-        raise IncompatibleSchemaError(
+        raise _Incompatible(
             f"{path}: decimal scale changed from {r.get('scale', 0)} to {w.get('scale', 0)}"
         )
     if w["precision"] > r["precision"]:

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
+from etl.config import PartitionField, PartitionTransform
 from etl.exceptions import SinkError
-from etl.sinks.base import BATCH_ID_KEY, QUERY_ID_KEY, CommitInfo, TableSink
+from etl.formats.base import COMMITTED_AT, PROPERTIES, CommitInfo, TableSink
 from transforms.schema import nullable, to_ddl
 
 if TYPE_CHECKING:
@@ -22,6 +23,23 @@ if TYPE_CHECKING:
 EVOLVE_PROPERTY = "write.spark.accept-any-schema"
 WRITE_OPTIONS = {"merge-schema": "true", "check-ordering": "false"}
 
+_TRANSFORMS = {
+    PartitionTransform.YEAR: "years",
+    PartitionTransform.MONTH: "months",
+    PartitionTransform.DAY: "days",
+    PartitionTransform.HOUR: "hours",
+}
+
+
+def partition_expression(field: PartitionField) -> str:
+    """A partition field as Iceberg's ``PARTITIONED BY`` clause spells it."""
+    column = f"`{field.column}`"
+    if field.transform is PartitionTransform.IDENTITY:
+        return column
+    if field.transform in (PartitionTransform.BUCKET, PartitionTransform.TRUNCATE):
+        return f"{field.transform.value}({field.width}, {column})"
+    return f"{_TRANSFORMS[field.transform]}({column})"
+
 
 class IcebergSink(TableSink):
     """Appends to an Iceberg table through Spark's Iceberg catalog."""
@@ -33,11 +51,11 @@ class IcebergSink(TableSink):
         writable without rewriting the table.
         """
         catalog, namespace, _ = self.spec.table.split(".")
-        spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
         columns = to_ddl(nullable(schema))
         statement = f"CREATE TABLE IF NOT EXISTS {self.spec.table} ({columns}) USING iceberg"
         if self.spec.partition_by:
-            statement += f" PARTITIONED BY ({', '.join(self.spec.partition_by)})"
+            fields = ", ".join(partition_expression(f) for f in self.spec.partition_by)
+            statement += f" PARTITIONED BY ({fields})"
         properties = dict(self.spec.properties)
         if self.spec.evolve:
             properties[EVOLVE_PROPERTY] = "true"
@@ -45,6 +63,7 @@ class IcebergSink(TableSink):
             props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
             statement += f" TBLPROPERTIES ({props})"
         try:
+            spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
             spark.sql(statement)
             current = {
                 r["key"]: r["value"]
@@ -57,17 +76,15 @@ class IcebergSink(TableSink):
         except Exception as err:
             raise SinkError(f"{self.spec.table}: cannot create table: {err}") from err
 
-    def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
-        """Reads the snapshot summaries for the highest batch id of this query."""
-        if not spark.catalog.tableExists(self.spec.table):
-            return None
-        row = (
-            spark.table(f"{self.spec.table}.snapshots")
-            .where(F.col("summary").getItem(QUERY_ID_KEY) == query_id)
-            .select(F.max(F.col("summary").getItem(BATCH_ID_KEY).cast("long")).alias("last"))
-            .first()
+    def exists(self, spark: SparkSession) -> bool:
+        """Asks the catalog."""
+        return bool(spark.catalog.tableExists(self.spec.table))
+
+    def commit_history(self, spark: SparkSession) -> DataFrame:
+        """The live snapshots with their summaries."""
+        return spark.table(f"{self.spec.table}.snapshots").select(
+            F.col("committed_at").alias(COMMITTED_AT), F.col("summary").alias(PROPERTIES)
         )
-        return None if row is None or row["last"] is None else int(row["last"])
 
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends in one snapshot whose summary carries the commit properties."""

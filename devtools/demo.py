@@ -18,14 +18,15 @@ from pathlib import Path
 
 import boto3
 
+from devtools.devstack.stack import LocalStack
+from devtools.producer import glue_frames, produce, register_schema
+from devtools.sample_data import orders
 from etl import logs
 from etl.config import load_settings
-from etl.devstack.stack import LocalStack
-from etl.producer import glue_frames, produce, register_schema
 from etl.registry import read_avsc
-from etl.sample_data import orders
+from transforms.columns import KAFKA_OFFSET, KAFKA_PARTITION
 
-log = logging.getLogger("jobs.demo")
+log = logging.getLogger("devtools.demo")
 DEMO_DIR = Path(".demo")
 PIPELINE = "orders"
 TOPIC = "orders"
@@ -33,7 +34,7 @@ TOPIC = "orders"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parses the command line."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--conf", default="conf/local.yaml")
     parser.add_argument("--records", type=int, default=5000, help="order events to produce")
     parser.add_argument("--broker-jars", default=".jars/broker")
@@ -132,9 +133,9 @@ def _report(table: str, dead_letter: str, checkpoint: str) -> None:
         "amount",
         "order_ts",
         "shipping_address.city",
-        "_kafka_partition",
-        "_kafka_offset",
-    ).orderBy("_kafka_partition", "_kafka_offset").show(5, truncate=False)
+        KAFKA_PARTITION,
+        KAFKA_OFFSET,
+    ).orderBy(KAFKA_PARTITION, KAFKA_OFFSET).show(5, truncate=False)
     print(f"== dead-letter table {dead_letter}")
     spark.sql(
         f"SELECT error_class, count(*) AS records, first(error_message) AS example "

@@ -1,0 +1,1 @@
+"""Development tooling: the embedded local stack, demo data and producers (not shipped)."""

@@ -1,0 +1,260 @@
+"""Committing one decoded batch: the table rows, the dead letters, and the counts.
+
+``BatchCommitter`` is the one place that decides whether a batch landed before (idempotency
+per (query id, batch id), asked of each table once per process), and the one place that
+counts. Counting is exact for any sink by construction:
+
+- a sink that reads its input in one action (``TableSink.reads_input_once``) gets the rows
+  with an ``observe`` on them, and the counts are taken only if the observed total equals the
+  records read (a writer that ran a partial job first, or never ran the plan, would otherwise
+  report too few); if it does not, or nothing was observed within ``observe_timeout_s``, the
+  rows are counted again with an aggregate;
+- any other sink gets the decoded rows cached and counted before it writes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyspark import StorageLevel
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql.observation import Observation
+
+from etl.decoding import DecodedBatch
+from etl.exceptions import ExpectationFailedError
+from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
+from transforms.columns import ERROR_CLASS
+from transforms.expectations import Action, Expectation, violation_counts, violation_key
+from transforms.routing import dead_letter_rows, table_rows
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+RECORDS_READ_KEY = "etl.records-read"
+RECORDS_WRITTEN_KEY = "etl.records-written"
+RECORDS_DEAD_KEY = "etl.records-dead-lettered"
+_DEAD = "etl.dead"
+_TOTAL = "etl.total"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Counts of one micro-batch; read == written + dead_lettered always holds."""
+
+    batch_id: int
+    read: int
+    written: int
+    dead_lettered: int
+    # whether this run committed anything (False for a batch that had landed before)
+    committed: bool
+    violations: Mapping[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a pass over a batch's decoded rows counted."""
+
+    total: int
+    dead: int
+    violations: dict[str, int]
+
+
+@dataclass
+class BatchCommitter:
+    """Commits decoded batches of one pipeline to its table and dead-letter table."""
+
+    pipeline: str
+    table: TableSink
+    dead_letter: TableSink
+    expectations: tuple[Expectation, ...] = ()
+    # how long to wait for observed counts after the write returned (they arrive through
+    # Spark's listener bus, a little after the job); past it the rows are counted again
+    observe_timeout_s: float = 30.0
+    # highest batch id per (table, query id) known to have landed, read once per process
+    _landed: dict[tuple[str, str], int | None] = field(default_factory=dict, repr=False)
+
+    def commit(
+        self, decoded: DecodedBatch, commit: CommitInfo, *, ingested_at: dt.datetime
+    ) -> BatchResult:
+        """Commits the good rows to the table and the failed ones to the dead-letter table.
+
+        A ``fail`` expectation is checked first (one more pass) so nothing is committed
+        when it is violated. The table commit carries the records read and the reader
+        schema; the dead-letter commit of the same batch carries every count.
+
+        Raises:
+            ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
+        """
+        if any(e.action is Action.FAIL for e in self.expectations):
+            self._raise_failed(self._aggregate(decoded.rows))
+        counts, committed = self.commit_table(decoded, commit)
+        self._warn(counts)
+        if counts.dead:
+            extra = {
+                RECORDS_READ_KEY: str(decoded.read),
+                RECORDS_WRITTEN_KEY: str(decoded.read - counts.dead),
+                RECORDS_DEAD_KEY: str(counts.dead),
+                **{f"etl.expectation.{k}.violations": str(v) for k, v in counts.violations.items()},
+            }
+            rows = decoded.rows.transform(
+                dead_letter_rows(
+                    pipeline=self.pipeline, batch_id=commit.batch_id, ingested_at=ingested_at
+                )
+            )
+            committed |= self._append(
+                self.dead_letter, rows, dataclasses.replace(commit, extra=extra)
+            )
+        return BatchResult(
+            commit.batch_id,
+            decoded.read,
+            decoded.read - counts.dead,
+            counts.dead,
+            committed,
+            counts.violations,
+        )
+
+    def commit_table(self, decoded: DecodedBatch, commit: CommitInfo) -> tuple[Counts, bool]:
+        """Commits only the good rows (unless this batch landed before) and counts the batch.
+
+        Returns:
+            The counts and whether a table commit was made now.
+        """
+        rows = decoded.rows
+        commit = commit.with_extra(
+            **{RECORDS_READ_KEY: str(decoded.read), READER_SCHEMA_KEY: decoded.reader_schema}
+        )
+        # an all-failed batch skips the table commit (it would be empty); finding the first
+        # good row is a small job
+        if self.landed(self.table, rows.sparkSession, commit) or not rows.transform(
+            table_rows()
+        ).take(1):
+            return self._aggregate(rows), False
+        if not self.table.reads_input_once:
+            cached = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                counts = self._aggregate(cached)
+                self._append(self.table, cached.transform(table_rows()), commit)
+            finally:
+                cached.unpersist()
+            return counts, True
+        observation = Observation(f"etl-{self.pipeline}-{commit.batch_id}-{uuid.uuid4()}")
+        observed = rows.observe(observation, *self._metrics())
+        self._append(self.table, observed.transform(table_rows()), commit)
+        counted = _observed(observation, timeout_s=self.observe_timeout_s)
+        if counted is not None and int(counted[_TOTAL]) == decoded.read:
+            return self._counts(counted), True
+        log.warning(
+            "%s: batch %d: the sink did not report complete observed counts; counting again",
+            self.pipeline,
+            commit.batch_id,
+        )
+        return self._aggregate(rows), True
+
+    def landed(self, sink: TableSink, spark: SparkSession, commit: CommitInfo) -> bool:
+        """Whether this batch (or a later one) of the query already landed in the sink's table."""
+        key = (sink.name, commit.query_id)
+        if key not in self._landed:
+            self._landed[key] = sink.last_committed_batch(spark, commit.query_id)
+        last = self._landed[key]
+        return last is not None and commit.batch_id <= last
+
+    def _append(self, sink: TableSink, rows: DataFrame, commit: CommitInfo) -> bool:
+        """Appends unless the batch landed before; True if it committed now."""
+        if self.landed(sink, rows.sparkSession, commit):
+            log.info("%s: batch %d already committed, skipping replay", sink.name, commit.batch_id)
+            return False
+        sink.prepare(rows.sparkSession, rows.schema)
+        sink.append(rows, commit)
+        self._landed[(sink.name, commit.query_id)] = commit.batch_id
+        return True
+
+    def _metrics(self) -> list[Column]:
+        """The batch's counts as aggregate columns (for ``agg`` or ``observe``)."""
+        return [
+            F.count(F.lit(1)).alias(_TOTAL),
+            F.count(F.when(F.col(ERROR_CLASS).isNotNull(), 1)).alias(_DEAD),
+            *violation_counts(expectations=self.expectations),
+        ]
+
+    def _aggregate(self, rows: DataFrame) -> Counts:
+        """Counts with one aggregate job."""
+        row = rows.agg(*self._metrics()).first()
+        assert row is not None, "an aggregate without grouping returns one row"
+        return self._counts(row.asDict())
+
+    def _counts(self, counted: Mapping[str, Any]) -> Counts:
+        """Counts from an aggregate's or an observation's values."""
+        return Counts(
+            int(counted[_TOTAL]),
+            int(counted[_DEAD]),
+            {e.name: int(counted[violation_key(e)]) for e in self.expectations},
+        )
+
+    def _raise_failed(self, counts: Counts) -> None:
+        """Raises for the first violated ``fail`` expectation."""
+        for e in self._violated(counts, Action.FAIL):
+            raise ExpectationFailedError(
+                f"pipeline {self.pipeline}: expectation '{e.name}' ({e.expr}) failed for "
+                f"{counts.violations[e.name]} rows; batch not committed"
+            )
+
+    def _warn(self, counts: Counts) -> None:
+        """Logs each violated ``warn`` expectation."""
+        for e in self._violated(counts, Action.WARN):
+            log.warning(
+                "%s: expectation '%s' (%s) failed for %d rows (warn)",
+                self.pipeline,
+                e.name,
+                e.expr,
+                counts.violations[e.name],
+            )
+
+    def _violated(self, counts: Counts, action: Action) -> Sequence[Expectation]:
+        """The expectations with this action that some rows violated."""
+        return [e for e in self.expectations if e.action is action and counts.violations[e.name]]
+
+
+def _observed(observation: Observation, *, timeout_s: float) -> dict[str, Any] | None:
+    """The observation's values once they arrived, or None if none did within the timeout.
+
+    ``Observation.get`` blocks for good when the observed plan never ran to completion in a
+    Dataset action, so this polls the JVM object's ``metrics`` field instead; if that field
+    cannot be read (another Spark version), it answers None and the caller counts again.
+    """
+    jo = getattr(observation, "_jo", None)
+    if jo is None:
+        return None
+    try:
+        metrics = jo.getClass().getDeclaredField("metrics")
+        metrics.setAccessible(True)
+        deadline = time.monotonic() + timeout_s
+        while metrics.get(jo).isEmpty():
+            if time.monotonic() > deadline:
+                _unregister(jo)
+                return None
+            time.sleep(0.01)
+    except Exception as err:  # py4j reflection errors: fall back to counting
+        log.debug("observed metrics unreadable: %s", err)
+        return None
+    return dict(observation.get)
+
+
+def _unregister(jo: Any) -> None:
+    """Removes an observation's listener that will never fire (best effort)."""
+    try:
+        method = jo.getClass().getDeclaredMethod("unregister", None)
+        method.setAccessible(True)
+        method.invoke(jo, None)
+    except Exception as err:
+        log.debug("could not unregister observation listener: %s", err)

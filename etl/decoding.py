@@ -1,0 +1,151 @@
+"""Decoding one batch of Kafka rows: frame, resolve schema ids, inflate, decode, check.
+
+``BatchDecoder.decode`` is the one decode path: the streaming ingest, the dead-letter
+replay and the benchmarks all call it. Everything it computes is a pure transform from
+``transforms/``; its IO is the schema lookup (one small Spark job for the distinct schema ids,
+then the registry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyspark import StorageLevel
+
+from etl.config import DecodeSettings
+from etl.exceptions import ConfigError
+from etl.registry import SchemaResolver
+from transforms.columns import COMPRESSION, SCHEMA_KEY
+from transforms.decode import INFLATE_ZLIB_FUNCTION, decode_avro, inflate_zlib
+from transforms.expectations import Expectation, count_violations, flag_dropped
+from transforms.framing import parse_frame, schema_id_of_key
+from transforms.routing import flatten_decoded
+from transforms.schema_evolution import ReaderSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A decoded batch: flattened rows (good and failed, lazy unless cached), the number of
+    records read, and the reader schema they were decoded with."""
+
+    rows: DataFrame
+    read: int
+    reader_schema: str
+
+
+@dataclass
+class BatchDecoder:
+    """How one pipeline decodes Kafka rows; holds the pipeline's evolving reader schema."""
+
+    pipeline: str
+    settings: DecodeSettings
+    resolver: SchemaResolver
+    reader: ReaderSchema
+    expectations: tuple[Expectation, ...] = ()
+    # the JVM inflater's presence, looked up once per session
+    _jvm_inflater: dict[int, bool] = field(default_factory=dict, repr=False)
+
+    @contextlib.contextmanager
+    def decode(self, batch: DataFrame, *, cache_rows: bool = False) -> Iterator[DecodedBatch]:
+        """Frames, resolves, decodes and checks Kafka-shaped rows.
+
+        The input is cached while in the block (the schema-id scan and the decode both read
+        it); the decoded rows only with ``cache_rows`` (for callers running several actions
+        on them).
+
+        Args:
+            batch: Rows with Kafka's columns (key, value, topic, partition, offset, timestamp).
+            cache_rows: Cache the decoded rows too.
+
+        Yields:
+            The flattened rows (see ``transforms.routing``), the count read, the reader schema.
+
+        Raises:
+            RegistryUnavailableError: The registry stayed unreachable.
+            ConfigError: An expectation does not compile against the decoded columns.
+        """
+        decode = self.settings
+        owned = not batch.storageLevel.useMemory and not batch.storageLevel.useDisk
+        source = batch.persist(StorageLevel.MEMORY_AND_DISK) if owned else batch
+        rows: DataFrame | None = None
+        try:
+            framed = source.transform(
+                parse_frame(wire_format=decode.wire_format, max_value_bytes=decode.max_value_bytes)
+            )
+            # one small job: the distinct schema ids (bad frames have none), whether any body
+            # is compressed, and the total
+            per_key = framed.groupBy(SCHEMA_KEY, COMPRESSION).count().collect()
+            read = sum(int(row["count"]) for row in per_key)
+            keys = {bytes(row[0]) for row in per_key if row[0] is not None}
+            writers = self.resolver.resolve(
+                schema_id_of_key(decode.wire_format, key) for key in sorted(keys)
+            )
+            admission = self.reader.admit(writers)
+            for change in admission.changes:
+                log.info("%s: reader schema evolved: %s", self.pipeline, change)
+            for version_id, reason in admission.rejected.items():
+                log.warning("%s: schema version %s rejected: %s", self.pipeline, version_id, reason)
+            if any(row[1] == "zlib" for row in per_key):
+                engine = "jvm" if self._has_jvm_inflater(source) else "python"
+                framed = framed.transform(
+                    inflate_zlib(max_bytes=decode.max_value_bytes, engine=engine)
+                )
+            reader_schema = self.reader.json()
+            rows = (
+                framed.transform(
+                    decode_avro(
+                        wire_format=decode.wire_format,
+                        writer_schemas={w.version_id: w.definition for w in writers},
+                        reader_schema=reader_schema,
+                        rejected=admission.rejected,
+                    )
+                )
+                .transform(flatten_decoded())
+                .transform(self._checked(flag_dropped(expectations=self.expectations)))
+            )
+            if self.expectations:
+                # analysed now (no job runs), so a bad expression names its config key
+                rows.transform(self._checked(count_violations(expectations=self.expectations)))
+            if cache_rows:
+                rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            yield DecodedBatch(rows, read, reader_schema)
+        finally:
+            if rows is not None and cache_rows:
+                rows.unpersist()
+            if owned:
+                source.unpersist()
+
+    def _has_jvm_inflater(self, df: DataFrame) -> bool:
+        """Whether build_spark registered the JVM inflater in this session."""
+        spark = df.sparkSession
+        key = id(spark)
+        if key not in self._jvm_inflater:
+            self._jvm_inflater[key] = bool(spark.catalog.functionExists(INFLATE_ZLIB_FUNCTION))
+        return self._jvm_inflater[key]
+
+    def _checked(
+        self, transform: Callable[[DataFrame], DataFrame]
+    ) -> Callable[[DataFrame], DataFrame]:
+        """Wraps an expectation transform so a bad SQL expression names its config key."""
+
+        def _run(df: DataFrame) -> DataFrame:
+            try:
+                return transform(df)
+            except Exception as err:
+                if type(err).__name__ not in ("AnalysisException", "ParseException"):
+                    raise
+                raise ConfigError(
+                    f"pipelines.{self.pipeline}.expectations: an expression does not compile "
+                    f"against the decoded columns: {str(err).splitlines()[0]}"
+                ) from err
+
+        return _run

@@ -1,0 +1,192 @@
+"""What every table format provides: its session confs and a sink for micro-batch commits.
+
+A format package (``etl/formats/<format>/``) subclasses ``TableFormatSupport`` and
+``TableSink``; ``etl.formats`` looks them up by ``TableFormat``. The pipeline, replay and the
+batch jobs only talk to these two interfaces, so a new format is an addition, not an edit.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pyspark.sql import functions as F
+
+from etl.config import PartitionField, Settings, TableFormat
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+# commit metadata keys written with every batch commit (Iceberg snapshot summary, Delta
+# commit info, Hudi commit extra metadata)
+PIPELINE_KEY = "etl.pipeline"
+QUERY_ID_KEY = "etl.query-id"
+BATCH_ID_KEY = "etl.batch-id"
+# the reader schema the batch was decoded with: a restarted job evolves on from it
+READER_SCHEMA_KEY = "etl.reader-schema"
+
+# the shape of ``TableSink.commit_history``
+COMMITTED_AT = "committed_at"
+PROPERTIES = "properties"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a sink needs to know about its table."""
+
+    table: str
+    partition_by: tuple[PartitionField, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+    # follow the evolving reader schema (add / widen columns on write); off for tables with a
+    # fixed schema such as the dead-letter table, which must stay MERGE/UPDATE-able
+    evolve: bool = True
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Identifies one micro-batch commit; (query_id, batch_id) makes it idempotent.
+
+    ``query_id`` is the streaming query's id, which Spark keeps in the checkpoint, so it is
+    the same across restarts of one query and differs for a new checkpoint.
+    """
+
+    pipeline: str
+    query_id: str
+    batch_id: int
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, str]:
+        """The key/values stored with the commit."""
+        return {
+            PIPELINE_KEY: self.pipeline,
+            QUERY_ID_KEY: self.query_id,
+            BATCH_ID_KEY: str(self.batch_id),
+            **self.extra,
+        }
+
+    def with_extra(self, **extra: str) -> CommitInfo:
+        """The same commit with more key/values (keys given with ``_`` for ``-``)."""
+        return CommitInfo(self.pipeline, self.query_id, self.batch_id, {**self.extra, **extra})
+
+
+class TableSink(abc.ABC):
+    """A table written by micro-batches, one atomic commit each, with commit metadata.
+
+    Sinks do not check for replays themselves: ``etl.commit`` asks ``last_committed_batch``
+    first and calls ``append`` only for a batch not committed yet, so the check lives in one
+    place for every format.
+    """
+
+    # Whether ``append`` reads its input in one Spark action. Counting observes the rows
+    # on the way in that case; a sink that scans its input several times (Hudi) gets cached
+    # rows instead, so the decode is not repeated. Counts are exact either way.
+    reads_input_once: ClassVar[bool] = True
+
+    def __init__(self, spec: TableSpec) -> None:
+        """Binds the sink to one table."""
+        self.spec = spec
+        self._ready = False
+
+    @property
+    def name(self) -> str:
+        """The table as Spark SQL names it."""
+        return self.spec.table
+
+    def prepare(self, spark: SparkSession, schema: StructType) -> None:
+        """Creates the table on first use in this process (``ensure_table``)."""
+        if not self._ready:
+            self.ensure_table(spark, schema)
+            self._ready = True
+
+    @abc.abstractmethod
+    def ensure_table(self, spark: SparkSession, schema: StructType) -> None:
+        """Creates the table with this schema, partitioning and properties if it is absent."""
+
+    @abc.abstractmethod
+    def exists(self, spark: SparkSession) -> bool:
+        """Whether the table exists."""
+
+    @abc.abstractmethod
+    def commit_history(self, spark: SparkSession) -> DataFrame:
+        """One row per live commit: ``committed_at`` (timestamp) and ``properties``
+        (map<string,string>, the commit metadata written by ``append``)."""
+
+    @abc.abstractmethod
+    def append(self, df: DataFrame, commit: CommitInfo) -> None:
+        """Appends ``df`` in one atomic commit storing ``commit.properties()`` with it."""
+
+    def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
+        """The highest batch id committed by this query, or None (also before the table exists)."""
+        if not self.exists(spark):
+            return None
+        row = (
+            self.commit_history(spark)
+            .where(F.col(PROPERTIES).getItem(QUERY_ID_KEY) == query_id)
+            .select(F.max(F.col(PROPERTIES).getItem(BATCH_ID_KEY).cast("long")).alias("last"))
+            .first()
+        )
+        return None if row is None or row["last"] is None else int(row["last"])
+
+    def latest_property(self, spark: SparkSession, key: str) -> str | None:
+        """The value of ``key`` in the newest commit that carries it, or None."""
+        if not self.exists(spark):
+            return None
+        row = (
+            self.commit_history(spark)
+            .where(F.col(PROPERTIES).getItem(key).isNotNull())
+            .orderBy(F.col(COMMITTED_AT).desc())
+            .select(F.col(PROPERTIES).getItem(key))
+            .first()
+        )
+        return None if row is None else str(row[0])
+
+    def update(self, spark: SparkSession, *, assignments: Mapping[str, str], where: str) -> None:
+        """``UPDATE`` rows matching the SQL condition (values are SQL expressions)."""
+        sets = ", ".join(f"`{column}` = {value}" for column, value in assignments.items())
+        spark.sql(f"UPDATE {self.name} SET {sets} WHERE {where}")
+
+    def update_matching(
+        self,
+        source: DataFrame,
+        *,
+        on: Sequence[str],
+        assignments: Mapping[str, str],
+        where: str = "true",
+    ) -> None:
+        """Updates the rows whose ``on`` columns equal a row of ``source`` (one MERGE).
+
+        ``source`` is checkpointed first: a source read from this same table would otherwise
+        appear twice in the MERGE plan, which Spark cannot resolve.
+        """
+        spark = source.sparkSession
+        view = f"_etl_source_{abs(hash((self.name, tuple(on))))}"
+        source.select(*on).distinct().localCheckpoint(eager=True).createOrReplaceTempView(view)
+        condition = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on)
+        sets = ", ".join(f"t.`{column}` = {value}" for column, value in assignments.items())
+        spark.sql(
+            f"MERGE INTO {self.name} t USING {view} s ON {condition} AND ({where}) "
+            f"WHEN MATCHED THEN UPDATE SET {sets}"
+        )
+        spark.catalog.dropTempView(view)
+
+
+class TableFormatSupport(abc.ABC):
+    """A table format: the Spark session confs it needs and its sink."""
+
+    format: ClassVar[TableFormat]
+    # Spark SQL extensions the format needs (joined into spark.sql.extensions)
+    extensions: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def session_conf(self, settings: Settings) -> dict[str, str]:
+        """Spark confs (catalogs, serializers) besides the extensions."""
+
+    @abc.abstractmethod
+    def sink(self, spec: TableSpec) -> TableSink:
+        """A sink writing the table ``spec`` describes."""
