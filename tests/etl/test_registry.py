@@ -7,9 +7,14 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import botocore.endpoint
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
+from botocore.stub import Stubber
 
 from devtools.producer import register_schema
 from etl.config import AwsSettings, DecodeSettings, RegistrySettings
@@ -227,6 +232,251 @@ def test_glue_schema_registry_missing_credentials_is_not_unreachable(
 
     assert attempts == []  # nothing was sent: the registry was never tried
     assert not isinstance(info.value, RegistryUnavailableError)
+
+
+# --- Glue API errors: what _call makes of each final answer (botocore Stubber) --------------
+#
+# The Stubber answers in botocore's before-call hook, ahead of the HTTP layer where the
+# standard retry mode runs, so a stubbed error is never retried: it is the call's final
+# answer. These tests pin the mapping of each final error code; the retries themselves are
+# exercised further down, with canned HTTP responses that do pass through the retry handler.
+
+VERSION_A = "11111111-1111-4111-8111-111111111111"
+VERSION_B = "22222222-2222-4222-8222-222222222222"
+
+
+def _schema_version(version_id: str, definition: str = V1, data_format: str = "AVRO") -> Any:
+    """A GetSchemaVersion response as the Glue service model defines it."""
+    return {
+        "SchemaVersionId": version_id,
+        "SchemaDefinition": definition,
+        "DataFormat": data_format,
+        "SchemaArn": f"arn:aws:glue:{REGION}:123456789012:schema/etl-test/orders",
+        "VersionNumber": 1,
+        "Status": "AVAILABLE",
+        "CreatedTime": "2026-01-01T00:00:00.000Z",
+    }
+
+
+def _add_error(stubber: Stubber, code: str, status: int, version_id: str) -> None:
+    stubber.add_client_error(
+        "get_schema_version",
+        service_error_code=code,
+        service_message=f"{code} from the stub",
+        http_status_code=status,
+        expected_params={"SchemaVersionId": version_id},
+    )
+
+
+def _add_version(stubber: Stubber, version_id: str, **fields: str) -> None:
+    stubber.add_response(
+        "get_schema_version",
+        _schema_version(version_id, **fields),
+        expected_params={"SchemaVersionId": version_id},
+    )
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[GlueSchemaRegistry, Stubber]]:
+    """A registry on a real boto3 Glue client built by ``glue_client``, its API stubbed."""
+    client = glue_client(
+        AwsSettings(endpoint_url="http://127.0.0.1:1", region=REGION),
+        RegistrySettings(registry_name="etl-test", max_attempts=3),
+    )
+    with Stubber(client) as stubber:
+        yield GlueSchemaRegistry(client, registry_name="etl-test"), stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("ThrottlingException", 400), ("InternalServiceException", 500)]
+)
+def test_glue_schema_registry_schema_version_final_transient_error_raises_unavailable(
+    stubbed: tuple[GlueSchemaRegistry, Stubber], code: str, status: int
+) -> None:
+    registry, stubber = stubbed
+    _add_error(stubber, code, status, VERSION_A)
+
+    with pytest.raises(RegistryUnavailableError) as info:
+        registry.schema_version(VERSION_A)
+
+    assert str(info.value) == (
+        f"schema version {VERSION_A}: registry still answering {code} after retries"
+    )
+
+
+def test_glue_schema_registry_schema_version_answers_after_a_throttled_call(
+    stubbed: tuple[GlueSchemaRegistry, Stubber],
+) -> None:
+    registry, stubber = stubbed
+    _add_error(stubber, "ThrottlingException", 400, VERSION_A)
+    _add_version(stubber, VERSION_A)
+
+    with pytest.raises(RegistryUnavailableError):
+        registry.schema_version(VERSION_A)
+    # the next batch asks again (nothing of the failure is cached) and gets the schema
+    first = registry.schema_version(VERSION_A)
+    second = registry.schema_version(VERSION_A)
+
+    assert (first, second, registry.calls) == (V1, V1, 2)
+
+
+def test_glue_schema_registry_resolve_propagates_unavailable(
+    stubbed: tuple[GlueSchemaRegistry, Stubber],
+) -> None:
+    registry, stubber = stubbed
+    _add_version(stubber, VERSION_A)
+    _add_error(stubber, "InternalServiceException", 500, VERSION_B)
+
+    # an unreachable registry fails the batch; it must not look like "id unknown"
+    with pytest.raises(RegistryUnavailableError, match="InternalServiceException"):
+        registry.resolve([VERSION_B, VERSION_A])
+
+
+def test_glue_schema_registry_schema_version_access_denied_raises_registry_error(
+    stubbed: tuple[GlueSchemaRegistry, Stubber],
+) -> None:
+    registry, stubber = stubbed
+    _add_error(stubber, "AccessDeniedException", 400, VERSION_A)
+
+    with pytest.raises(SchemaRegistryError) as info:
+        registry.schema_version(VERSION_A)
+
+    # a refusal, not an outage (not retried by the caller) and not a missing id
+    assert type(info.value) is SchemaRegistryError
+    assert str(info.value) == (
+        f"schema version {VERSION_A}: registry refused with AccessDeniedException"
+    )
+
+
+def test_glue_schema_registry_schema_version_entity_not_found_raises_not_found(
+    stubbed: tuple[GlueSchemaRegistry, Stubber],
+) -> None:
+    registry, stubber = stubbed
+    _add_error(stubber, "EntityNotFoundException", 400, VERSION_A)
+
+    with pytest.raises(SchemaNotFoundError) as info:
+        registry.schema_version(VERSION_A)
+
+    assert str(info.value) == f"schema version {VERSION_A}: not found in the registry"
+
+
+def test_glue_schema_registry_resolve_omits_ids_the_registry_does_not_know(
+    stubbed: tuple[GlueSchemaRegistry, Stubber],
+) -> None:
+    registry, stubber = stubbed
+    # resolve() asks in sorted id order: A (unknown), then B
+    _add_error(stubber, "EntityNotFoundException", 400, VERSION_A)
+    _add_version(stubber, VERSION_B, definition=V2)
+
+    assert registry.resolve([VERSION_B, VERSION_A, VERSION_B]) == {VERSION_B: V2}
+    assert registry.calls == 2
+
+
+@pytest.mark.parametrize("data_format", ["JSON", "PROTOBUF"])
+def test_glue_schema_registry_schema_version_non_avro_raises_registry_error(
+    stubbed: tuple[GlueSchemaRegistry, Stubber], data_format: str
+) -> None:
+    registry, stubber = stubbed
+    _add_version(stubber, VERSION_A, definition='{"type": "object"}', data_format=data_format)
+
+    with pytest.raises(SchemaRegistryError) as info:
+        registry.resolve([VERSION_A])
+
+    assert type(info.value) is SchemaRegistryError
+    assert str(info.value) == (
+        f"schema version {VERSION_A}: expected data format AVRO, found {data_format}"
+    )
+
+
+# --- Glue API errors through botocore's standard retry mode (canned HTTP responses) ----------
+
+
+class _Body:
+    """The raw body of a canned HTTP response (what ``AWSResponse.content`` reads)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def _http(status: int, body: dict[str, Any]) -> AWSResponse:
+    headers = HTTPHeaders.from_dict({"Content-Type": "application/x-amz-json-1.1"})
+    return AWSResponse("http://127.0.0.1:1/", status, headers, _Body(json.dumps(body).encode()))
+
+
+def _error(code: str, status: int) -> AWSResponse:
+    return _http(status, {"__type": code, "Message": f"{code} from the test"})
+
+
+def _canned(
+    monkeypatch: pytest.MonkeyPatch, responses: list[AWSResponse], max_attempts: int = 3
+) -> tuple[GlueSchemaRegistry, list[int], list[float]]:
+    """A registry whose HTTP requests get ``responses`` in turn (the retry handler still runs).
+
+    Returns the registry, the list of attempts sent and the backoff delays botocore chose
+    (recorded instead of slept).
+    """
+    client = glue_client(
+        AwsSettings(endpoint_url="http://127.0.0.1:1", region=REGION),
+        RegistrySettings(registry_name="etl-test", max_attempts=max_attempts),
+    )
+    attempts: list[int] = []
+    queue = list(responses)
+
+    def answer(**_: Any) -> Any:  # the response replaces the HTTP send
+        attempts.append(1)
+        return queue.pop(0)
+
+    client.meta.events.register("before-send.glue.GetSchemaVersion", answer)
+    sleeps: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=sleeps.append))
+    return GlueSchemaRegistry(client, registry_name="etl-test"), attempts, sleeps
+
+
+def test_glue_schema_registry_schema_version_retries_throttling_then_returns_the_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, attempts, sleeps = _canned(
+        monkeypatch, [_error("ThrottlingException", 400), _http(200, _schema_version(VERSION_A))]
+    )
+
+    assert registry.schema_version(VERSION_A) == V1
+    # one call of ours; botocore backed off once and sent it again
+    assert (registry.calls, len(attempts), len(sleeps)) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("ThrottlingException", 400), ("InternalServiceException", 500)]
+)
+def test_glue_schema_registry_schema_version_gives_up_after_max_attempts(
+    monkeypatch: pytest.MonkeyPatch, code: str, status: int
+) -> None:
+    registry, attempts, sleeps = _canned(monkeypatch, [_error(code, status)] * 3, max_attempts=3)
+
+    with pytest.raises(RegistryUnavailableError) as info:
+        registry.schema_version(VERSION_A)
+
+    assert str(info.value) == (
+        f"schema version {VERSION_A}: registry still answering {code} after retries"
+    )
+    assert (registry.calls, len(attempts), len(sleeps)) == (1, 3, 2)
+
+
+def test_glue_schema_registry_schema_version_access_denied_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, attempts, sleeps = _canned(
+        monkeypatch, [_error("AccessDeniedException", 400), _http(200, _schema_version(VERSION_A))]
+    )
+
+    with pytest.raises(SchemaRegistryError) as info:
+        registry.schema_version(VERSION_A)
+
+    assert type(info.value) is SchemaRegistryError
+    assert (len(attempts), sleeps) == (1, [])
 
 
 # --- schemas kept as files -----------------------------------------------------------------

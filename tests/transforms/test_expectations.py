@@ -2,10 +2,19 @@ from __future__ import annotations
 
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from transforms.expectations import Action, Expectation, count_violations, flag_dropped
 
 SCHEMA = "id long, amount double, _error_class string, _error_message string"
+ROW_SCHEMA = StructType(
+    [
+        StructField("id", LongType()),
+        StructField("amount", DoubleType()),
+        StructField("_error_class", StringType()),
+        StructField("_error_message", StringType()),
+    ]
+)
 CHECKS = [
     Expectation("positive_amount", "amount > 0", Action.DROP),
     Expectation("small_id", "id < 100", Action.WARN),
@@ -40,9 +49,28 @@ def test_flag_dropped_marks_first_failed_drop_expectation(spark: SparkSession) -
 
 
 def test_flag_dropped_without_drop_expectations_is_identity(spark: SparkSession) -> None:
-    df = spark.createDataFrame([(1, -5.0, None, None)], SCHEMA)
+    # rows 1 and 2 fail "amount > 0" (negative, null): a drop with that expression flags them
+    df = spark.createDataFrame(
+        [
+            (1, -5.0, None, None),
+            (2, None, None, None),
+            (3, 5.0, None, None),
+            (4, -1.0, "DECODE_ERROR", "bad body"),
+        ],
+        ROW_SCHEMA,
+    )
     warn_only = [Expectation("w", "amount > 0", Action.WARN)]
-    assert_df_equality(df.transform(flag_dropped(expectations=warn_only)), df)
+    expected = spark.createDataFrame(
+        [
+            (1, -5.0, None, None),
+            (2, None, None, None),
+            (3, 5.0, None, None),
+            (4, -1.0, "DECODE_ERROR", "bad body"),
+        ],
+        ROW_SCHEMA,
+    )
+    actual = df.transform(flag_dropped(expectations=warn_only))
+    assert_df_equality(actual, expected)
 
 
 def test_count_violations_counts_decoded_rows_per_expectation(spark: SparkSession) -> None:
