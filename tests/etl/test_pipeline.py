@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -22,16 +23,16 @@ from pyspark.sql.types import (
 )
 
 from devtools.sample_data import orders
-from devtools.wire import avro_body, encode_glue
+from devtools.wire import avro_body, encode_confluent, encode_glue
 from etl.commit import BatchCommitter
-from etl.config import PipelineSettings
+from etl.config import PipelineSettings, Settings
 from etl.decoding import BatchDecoder
 from etl.exceptions import ConfigError, ExpectationFailedError
 from etl.formats import TableSpec
 from etl.formats.iceberg import IcebergSink
-from etl.pipeline import Pipeline
+from etl.pipeline import Pipeline, build_pipeline
 from etl.registry import FileSchemas, read_avsc
-from tests.conftest import REPO
+from tests.conftest import REPO, catalog_block
 from tests.orders import ORDER, spark_row
 from transforms.schema_evolution import ReaderSchema
 
@@ -340,3 +341,126 @@ def test_process_bad_expectation_expression_names_the_config_key(spark: SparkSes
     )
     with pytest.raises(ConfigError, match=r"^pipelines\.expect_bad\.expectations: "):
         pipeline.process(_kafka_batch(spark, _frames(orders(1))), 0, query_id="q")
+
+
+def test_process_restart_decides_schema_versions_as_the_run_before(spark: SparkSession) -> None:
+    def add_note(kind: str) -> str:
+        return _evolved(
+            lambda s: s["fields"].append({"name": "note", "type": ["null", kind], "default": None})
+        )
+
+    as_string, as_long = add_note("string"), add_note("long")
+    id_string = "5a1e0000-0000-4000-8000-0000000000a1"
+    id_long = "5a1e0000-0000-4000-8000-0000000000a2"
+    # registered in this order: the string version first
+    schemas = {id_string: as_string, id_long: as_long}
+    first = _pipeline("restart_schema", schemas=schemas)
+    noted = [{**r, "note": "hi"} for r in orders(2)]
+    first.process(_kafka_batch(spark, _frames(noted, as_string, id_string)), 0, query_id="q")
+
+    # a restarted job whose first batch holds only the long version: seeded from the table's
+    # recorded reader schema it is rejected (dead letters, batch commits); from the configured
+    # schema it would be admitted and the table write would fail the whole batch
+    restarted = _pipeline("restart_schema", schemas=schemas)
+    values = _frames([{**r, "note": 7} for r in orders(1, start=5)], as_long, id_long)
+    values += _frames(orders(1, start=6))
+    result = restarted.process(_kafka_batch(spark, values, first_offset=2), 1, query_id="q")
+
+    assert (result.read, result.written, result.dead_lettered) == (2, 1, 1)
+    dlq = spark.table("local.unit.restart_schema_dlq").select("error_class", "error_message")
+    assert [tuple(r) for r in dlq.collect()] == [
+        (
+            "INCOMPATIBLE_SCHEMA",
+            f"schema version {id_long} is incompatible with the table schema: "
+            "Order.note: type changed from string to long",
+        )
+    ]
+    table = spark.table("local.unit.restart_schema").select("order_id", "note").orderBy("order_id")
+    assert [tuple(r) for r in table.collect()] == [("o-0", "hi"), ("o-1", "hi"), ("o-6", None)]
+
+
+def _settings_for(warehouse: Path, name: str, decode: dict[str, Any]) -> Settings:
+    return Settings.model_validate(
+        {
+            "catalog": catalog_block(warehouse),
+            "pipelines": {
+                name: {
+                    "source": {"bootstrap_servers": "unused:9092", "topics": ["t"]},
+                    "decode": decode,
+                    "sink": {"table": f"local.unit.{name}"},
+                    "dead_letter": {"table": f"local.unit.{name}_dlq"},
+                    "checkpoint": "/unused",
+                }
+            },
+        }
+    )
+
+
+def _errors(spark: SparkSession, table: str) -> list[tuple[int, str]]:
+    rows = spark.table(table).select("offset", "error_class").orderBy("offset").collect()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_process_confluent_frames_through_build_pipeline(
+    spark: SparkSession, warehouse: Path
+) -> None:
+    name = "confluent_e2e"
+    pipeline = build_pipeline(
+        _settings_for(
+            warehouse,
+            name,
+            {
+                "wire_format": "confluent",
+                "schema_file": str(REPO / "schemas/orders.avsc"),
+                "confluent_schemas": {7: str(REPO / "schemas/orders.avsc")},
+            },
+        ),
+        name,
+    )
+    parsed = fastavro.parse_schema(json.loads(SCHEMA))
+    records = orders(3)
+    values = [encode_confluent(avro_body(parsed, r), 7) for r in records]
+    values.append(encode_confluent(avro_body(parsed, records[0]), 9))  # id not configured
+
+    result = pipeline.process(_kafka_batch(spark, values), 0, query_id="q")
+
+    assert (result.read, result.written, result.dead_lettered) == (4, 3, 1)
+    assert_df_equality(
+        spark.table(f"local.unit.{name}").select(*ORDER.fieldNames()).orderBy("order_id"),
+        spark.createDataFrame([spark_row(r) for r in records], ORDER).orderBy("order_id"),
+        ignore_nullable=True,
+    )
+    assert _errors(spark, f"local.unit.{name}_dlq") == [(3, "UNKNOWN_SCHEMA")]
+
+
+def test_process_plain_avro_through_build_pipeline(spark: SparkSession, warehouse: Path) -> None:
+    name = "plain_e2e"
+    pipeline = build_pipeline(
+        _settings_for(
+            warehouse,
+            name,
+            {"wire_format": "plain_avro", "schema_file": str(REPO / "schemas/orders.avsc")},
+        ),
+        name,
+    )
+    parsed = fastavro.parse_schema(json.loads(SCHEMA))
+    records = orders(2)
+    values = [avro_body(parsed, r) for r in records] + [b"\x07" * 3]
+
+    result = pipeline.process(_kafka_batch(spark, values), 0, query_id="q")
+
+    assert (result.read, result.written, result.dead_lettered) == (3, 2, 1)
+    assert_df_equality(
+        spark.table(f"local.unit.{name}").select(*ORDER.fieldNames()).orderBy("order_id"),
+        spark.createDataFrame([spark_row(r) for r in records], ORDER).orderBy("order_id"),
+        ignore_nullable=True,
+    )
+    assert _errors(spark, f"local.unit.{name}_dlq") == [(2, "DECODE_ERROR")]
+
+
+def test_process_dead_letters_nothing_commits_nothing_to_the_dead_letter_table(
+    spark: SparkSession,
+) -> None:
+    result = _pipeline("clean").process(_kafka_batch(spark, _frames(orders(3))), 0, query_id="q")
+    assert (result.written, result.dead_lettered, result.committed) == (3, 0, True)
+    assert not spark.catalog.tableExists("local.unit.clean_dlq")

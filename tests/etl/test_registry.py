@@ -27,6 +27,7 @@ from etl.exceptions import (
 from etl.registry import FileSchemas, GlueSchemaRegistry, build_resolver, glue_client, read_avsc
 from tests.conftest import REPO
 from transforms.framing import PLAIN_AVRO_SCHEMA_ID
+from transforms.schema_evolution import WriterVersion
 
 REGION = "us-east-1"
 UNKNOWN_ID = "99999999-9999-4999-8999-999999999999"
@@ -72,7 +73,7 @@ def test_glue_schema_registry_resolve_returns_known_ids_only(glue: Any, registry
     )
     registry = GlueSchemaRegistry(glue, registry_name=registry_name)
 
-    assert registry.resolve([version_id, UNKNOWN_ID]) == {version_id: V1}
+    assert _defs(registry.resolve([version_id, UNKNOWN_ID])) == {version_id: V1}
     assert registry.calls == 2
 
 
@@ -82,10 +83,10 @@ def test_glue_schema_registry_resolve_caches_versions(glue: Any, registry_name: 
         glue, registry_name=registry_name, schema_name="orders", definition=V1
     )
     registry = GlueSchemaRegistry(glue, registry_name=registry_name)
-    first = registry.resolve([version_id, version_id])
+    first = _defs(registry.resolve([version_id, version_id]))
     calls = registry.calls
 
-    second = registry.resolve([version_id])
+    second = _defs(registry.resolve([version_id]))
 
     assert (first, second, calls, registry.calls) == ({version_id: V1}, {version_id: V1}, 1, 1)
 
@@ -110,9 +111,24 @@ def test_glue_schema_registry_latest_returns_newest_version(glue: Any, registry_
 
     latest = registry.latest("orders")
     # latest() fills the version cache: resolving that id costs no further call
-    resolved = registry.resolve([v2])
+    resolved = _defs(registry.resolve([v2]))
 
     assert (latest, resolved, registry.calls) == ((v2, V2), {v2: V2}, 1)
+
+
+@pytest.mark.integration
+def test_glue_schema_registry_resolve_carries_the_registration_order(
+    glue: Any, registry_name: str
+) -> None:
+    v1 = register_schema(glue, registry_name=registry_name, schema_name="ordered", definition=V1)
+    v2 = register_schema(glue, registry_name=registry_name, schema_name="ordered", definition=V2)
+    registry = GlueSchemaRegistry(glue, registry_name=registry_name)
+
+    # reader schemas admit versions in this order, whatever order the ids sort in
+    assert sorted((v.number, v.version_id) for v in registry.resolve([v2, v1])) == [
+        (1, v1),
+        (2, v2),
+    ]
 
 
 @pytest.mark.integration
@@ -143,7 +159,7 @@ def test_build_resolver_glue_schema_name_reads_latest_as_reader(
     )
 
     assert isinstance(resolver, GlueSchemaRegistry)
-    assert (reader, resolver.resolve([v2, UNKNOWN_ID])) == (V2, {v2: V2})
+    assert (reader, _defs(resolver.resolve([v2, UNKNOWN_ID]))) == (V2, {v2: V2})
 
 
 @pytest.mark.integration
@@ -159,7 +175,7 @@ def test_build_resolver_plain_avro_assumes_the_latest_registry_version(
         RegistrySettings(registry_name=registry_name),
     )
 
-    assert (reader, resolver.resolve(["plain"])) == (V2, {"plain": V2})
+    assert (reader, _defs(resolver.resolve(["plain"]))) == (V2, {"plain": V2})
 
 
 # --- an unreachable registry: bounded retries, then RegistryUnavailableError ---------------
@@ -195,7 +211,7 @@ def test_glue_schema_registry_unreachable_raises_unavailable_after_retrying(
     registry, attempts = _unreachable(dead_port, max_attempts=3)
 
     with pytest.raises(RegistryUnavailableError) as info:
-        registry.resolve([UNKNOWN_ID])
+        _defs(registry.resolve([UNKNOWN_ID]))
 
     assert str(info.value) == (
         f"schema version {UNKNOWN_ID}: schema registry unreachable after retries "
@@ -315,8 +331,8 @@ def test_glue_schema_registry_schema_version_answers_after_a_throttled_call(
     with pytest.raises(RegistryUnavailableError):
         registry.schema_version(VERSION_A)
     # the next batch asks again (nothing of the failure is cached) and gets the schema
-    first = registry.schema_version(VERSION_A)
-    second = registry.schema_version(VERSION_A)
+    first = registry.schema_version(VERSION_A).definition
+    second = registry.schema_version(VERSION_A).definition
 
     assert (first, second, registry.calls) == (V1, V1, 2)
 
@@ -330,7 +346,7 @@ def test_glue_schema_registry_resolve_propagates_unavailable(
 
     # an unreachable registry fails the batch; it must not look like "id unknown"
     with pytest.raises(RegistryUnavailableError, match="InternalServiceException"):
-        registry.resolve([VERSION_B, VERSION_A])
+        _defs(registry.resolve([VERSION_B, VERSION_A]))
 
 
 def test_glue_schema_registry_schema_version_access_denied_raises_registry_error(
@@ -369,7 +385,7 @@ def test_glue_schema_registry_resolve_omits_ids_the_registry_does_not_know(
     _add_error(stubber, "EntityNotFoundException", 400, VERSION_A)
     _add_version(stubber, VERSION_B, definition=V2)
 
-    assert registry.resolve([VERSION_B, VERSION_A, VERSION_B]) == {VERSION_B: V2}
+    assert _defs(registry.resolve([VERSION_B, VERSION_A, VERSION_B])) == {VERSION_B: V2}
     assert registry.calls == 2
 
 
@@ -381,7 +397,7 @@ def test_glue_schema_registry_schema_version_non_avro_raises_registry_error(
     _add_version(stubber, VERSION_A, definition='{"type": "object"}', data_format=data_format)
 
     with pytest.raises(SchemaRegistryError) as info:
-        registry.resolve([VERSION_A])
+        _defs(registry.resolve([VERSION_A]))
 
     assert type(info.value) is SchemaRegistryError
     assert str(info.value) == (
@@ -443,7 +459,7 @@ def test_glue_schema_registry_schema_version_retries_throttling_then_returns_the
         monkeypatch, [_error("ThrottlingException", 400), _http(200, _schema_version(VERSION_A))]
     )
 
-    assert registry.schema_version(VERSION_A) == V1
+    assert registry.schema_version(VERSION_A).definition == V1
     # one call of ours; botocore backed off once and sent it again
     assert (registry.calls, len(attempts), len(sleeps)) == (1, 2, 1)
 
@@ -517,7 +533,7 @@ def test_build_resolver_plain_avro_maps_the_fixed_id(tmp_path: Path) -> None:
     )
 
     assert isinstance(resolver, FileSchemas)
-    assert (reader, resolver.resolve([PLAIN_AVRO_SCHEMA_ID, "7"])) == (
+    assert (reader, _defs(resolver.resolve([PLAIN_AVRO_SCHEMA_ID, "7"]))) == (
         ORDERS,
         {PLAIN_AVRO_SCHEMA_ID: ORDERS},
     )
@@ -540,7 +556,7 @@ def test_build_resolver_confluent_maps_configured_ids(tmp_path: Path) -> None:
     )
 
     assert isinstance(resolver, FileSchemas)
-    assert (reader, resolver.resolve(["7", "8", "9", PLAIN_AVRO_SCHEMA_ID])) == (
+    assert (reader, _defs(resolver.resolve(["7", "8", "9", PLAIN_AVRO_SCHEMA_ID]))) == (
         V2,
         {"7": V1, "8": V2},
     )
@@ -564,4 +580,9 @@ def test_build_resolver_confluent_mapped_file_missing(tmp_path: Path) -> None:
 def test_file_schemas_resolve_ignores_unknown_ids() -> None:
     schemas = FileSchemas({"1": V1, "2": V2})
 
-    assert schemas.resolve(["2", "3", "2"]) == {"2": V2}
+    assert _defs(schemas.resolve(["2", "3", "2"])) == {"2": V2}
+
+
+def _defs(versions: list[WriterVersion]) -> dict[str, str]:
+    """Resolved versions as id -> definition."""
+    return {v.version_id: v.definition for v in versions}

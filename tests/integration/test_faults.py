@@ -30,8 +30,8 @@ from pyspark.sql.streaming.query import StreamingQuery
 from devtools.devstack.moto_server import MotoServer
 from devtools.producer import glue_frames, register_schema
 from devtools.sample_data import orders
+from etl.commit import BatchResult
 from etl.config import Settings
-from etl.pipeline import BatchProcessor, start_pipeline
 from etl.registry import read_avsc
 from tests.conftest import REPO, catalog_block
 from tests.integration.faults_helpers import (
@@ -40,6 +40,7 @@ from tests.integration.faults_helpers import (
     kill_process_tree,
     produce_tracked,
 )
+from tests.integration.streams import start_recording
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -497,19 +498,19 @@ def _registry_settings(
     )
 
 
-def _written(processor: BatchProcessor) -> int:
-    return sum(r.written for r in processor.results if r.committed)
+def _written(results: list[BatchResult]) -> int:
+    return sum(r.written for r in results if r.committed)
 
 
 def _wait_written(
-    query: StreamingQuery, processor: BatchProcessor, rows: int, timeout: float
+    query: StreamingQuery, results: list[BatchResult], rows: int, timeout: float
 ) -> None:
     """Waits until the in-process query has committed ``rows`` rows; fails if it dies."""
 
     def done() -> bool:
         if not query.isActive:
             pytest.fail(f"the query stopped early: {query.exception()}")
-        return _written(processor) >= rows
+        return _written(results) >= rows
 
     wait_for(f"{rows} rows committed by {query.name}", done, timeout)
 
@@ -545,13 +546,13 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     )
 
     # phase 1: the registry answers (through the proxy); version A is resolved and cached
-    query, processor = start_pipeline(spark, settings_for(mode="processing_time"), name)
+    query, results = start_recording(spark, settings_for(mode="processing_time"), name)
     try:
-        _wait_written(query, processor, 300, timeout=120)
+        _wait_written(query, results, 300, timeout=120)
         assert proxy.accepted > 0, "the job did not reach the registry through the proxy"
         rows_before = row_count(spark, table)
         snapshots_before = snapshot_batches(spark, table)
-        results_before = len(processor.results)
+        results_before = len(results)
         assert rows_before == 300
 
         # phase 2: version B is registered, then the registry goes away; B's records come in
@@ -572,7 +573,7 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     finally:
         query.stop()
     assert "schema registry unreachable" in str(failure.value), str(failure.value)[:2000]
-    assert len(processor.results) == results_before, "the failed batch reported a result"
+    assert len(results) == results_before, "the failed batch reported a result"
     assert row_count(spark, table) == rows_before, "rows were committed by the failed batch"
     assert snapshot_batches(spark, table) == snapshots_before
     failed_batch = snapshots_before[-1][1] + 1
@@ -580,7 +581,7 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     # phase 3: the registry is back on the same address; the same checkpoint resumes
     accepted = proxy.accepted
     proxy.start()
-    query, processor = start_pipeline(spark, settings_for(mode="available_now"), name)
+    query, results = start_recording(spark, settings_for(mode="available_now"), name)
     try:
         finished = query.awaitTermination(120)
     finally:
@@ -589,9 +590,9 @@ def test_registry_outage_fails_the_batch_without_a_commit_then_resumes(
     assert query.exception() is None
     assert proxy.accepted > accepted, "the restarted job did not go through the proxy"
     # the failed batch is replayed first (its offset range was logged before it ran)
-    assert processor.results, "the restarted query ran no batch"
-    assert (processor.results[0].batch_id, processor.results[0].committed) == (failed_batch, True)
-    assert sum(r.written for r in processor.results) == 200, processor.results
+    assert results, "the restarted query ran no batch"
+    assert (results[0].batch_id, results[0].committed) == (failed_batch, True)
+    assert sum(r.written for r in results) == 200, results
     assert_exactly(spark, table, produced)
     by_version = {
         r[0]: r[1] for r in spark.table(table).groupBy("_schema_version_id").count().collect()
@@ -662,12 +663,12 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
             }
         )
 
-    query, processor = start_pipeline(spark, settings("processing_time"), name)
+    query, results = start_recording(spark, settings("processing_time"), name)
     try:
         # everything produced so far is committed: no batch is in flight when the broker stops
-        _wait_written(query, processor, len(produced.records), timeout=120)
+        _wait_written(query, results, len(produced.records), timeout=120)
         snapshots_before = snapshot_batches(spark, table)
-        results_before = len(processor.results)
+        results_before = len(results)
         stopped_at = time.monotonic()
         broker.stop()
         # the next trigger asks the stopped broker for the latest offsets and waits there (the
@@ -680,23 +681,23 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
             interval=0.2,
         )
         assert query.exception() is None
-        assert len(processor.results) == results_before, (
-            f"batches ran while the broker was down: {processor.results[results_before:]}"
+        assert len(results) == results_before, (
+            f"batches ran while the broker was down: {results[results_before:]}"
         )
         assert snapshot_batches(spark, table) == snapshots_before, "committed without a broker"
         broker.start()
         outage = time.monotonic() - stopped_at
         publish(local_stack, topic, orders(400, start=600), produced, version=version)
         # the same query, never restarted, takes the new records once the broker is back
-        _wait_written(query, processor, len(produced.records), timeout=120)
+        _wait_written(query, results, len(produced.records), timeout=120)
         assert query.isActive and query.exception() is None
     finally:
         query.stop()
         if not broker.running:
             broker.start()  # other tests share the broker
 
-    last_before = processor.results[results_before - 1].batch_id
-    after = processor.results[results_before:]
+    last_before = results[results_before - 1].batch_id
+    after = results[results_before:]
     # the batches after the outage follow on from the last one before it, each committed once
     assert [r.batch_id for r in after] == list(
         range(last_before + 1, last_before + 1 + len(after))

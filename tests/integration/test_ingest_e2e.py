@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -20,9 +21,10 @@ from pyspark.sql.utils import StreamingQueryException
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
 from etl.config import Settings
-from etl.pipeline import start_pipeline
 from etl.registry import read_avsc
+from jobs import ingest
 from tests.conftest import REPO, catalog_block
+from tests.integration.streams import start_recording
 from tests.orders import ORDER, arrow_row, spark_row
 
 pytestmark = pytest.mark.integration
@@ -84,13 +86,13 @@ def _pyiceberg_table(warehouse: Path, name: str) -> Any:
 
 
 def _run(spark: SparkSession, settings: Settings, name: str) -> list[Any]:
-    query, processor = start_pipeline(spark, settings, name)
+    query, results = start_recording(spark, settings, name)
     try:
         query.awaitTermination(240)
         assert not query.isActive, "available_now query did not finish in time"
     finally:
         query.stop()
-    return processor.results
+    return results
 
 
 def test_ingest_glue_avro_to_iceberg_then_restart_from_checkpoint(
@@ -216,10 +218,37 @@ def test_ingest_with_a_wrong_scram_password_fails_the_query(
         "password_env": "ETL_TEST_SCRAM_PASSWORD",
     }
     settings = _settings(warehouse, local_stack, tmp_path, name=name, topic=topic, auth=auth)
-    query, _ = start_pipeline(spark, settings, name)
+    query, _ = start_recording(spark, settings, name)
     try:
         with pytest.raises(StreamingQueryException, match=r"(?i)authentication"):
             query.awaitTermination(180)
     finally:
         query.stop()
     assert "not-the-password" not in str(query.exception())
+
+
+def test_ingest_main_runs_every_pipeline_of_the_file(
+    spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
+) -> None:
+    plaintext = {"mode": "plaintext"}
+    sizes = {"multi_a": 30, "multi_b": 20}
+    config: dict[str, Any] = {"pipelines": {}}
+    expected: dict[str, list[str]] = {}
+    for i, (name, size) in enumerate(sizes.items()):
+        topic = f"{name}-{uuid.uuid4().hex[:6]}"
+        local_stack.broker.create_topic(topic, partitions=2)
+        records = orders(size, start=1000 * (i + 1))
+        _publish(local_stack, topic, records)
+        expected[name] = sorted(r["order_id"] for r in records)
+        one = _settings(
+            warehouse, local_stack, tmp_path, name=name, topic=topic, auth=plaintext
+        ).model_dump(mode="json", exclude={"spark"})
+        config = {**one, "pipelines": {**config["pipelines"], **one["pipelines"]}}
+    path = tmp_path / "two-pipelines.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    assert ingest.main(["--conf", str(path)]) == 0
+
+    for name, ids in expected.items():
+        got = spark.table(f"local.e2e.{name}").select("order_id").collect()
+        assert sorted(r[0] for r in got) == ids, name

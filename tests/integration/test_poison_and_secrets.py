@@ -20,9 +20,9 @@ from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
 from devtools.wire import encode_glue
 from etl.config import Settings
-from etl.pipeline import start_pipeline
 from etl.registry import read_avsc
 from tests.conftest import REPO, catalog_block
+from tests.integration.streams import start_recording
 
 pytestmark = pytest.mark.integration
 
@@ -118,15 +118,15 @@ def test_poison_catalogue_each_case_gets_its_error_class(
             },
         }
     )
-    query, processor = start_pipeline(spark, settings, name)
+    query, results = start_recording(spark, settings, name)
     try:
         query.awaitTermination(240)
         assert not query.isActive
     finally:
         query.stop()
 
-    read = sum(r.read for r in processor.results)
-    assert (read, sum(r.written for r in processor.results)) == (len(messages), len(good_ids))
+    read = sum(r.read for r in results)
+    assert (read, sum(r.written for r in results)) == (len(messages), len(good_ids))
     landed = sorted(r[0] for r in spark.table(f"local.poison.{name}").select("order_id").collect())
     assert landed == sorted(good_ids)
     dlq = {

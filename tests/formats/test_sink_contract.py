@@ -1,0 +1,230 @@
+"""The contract every table format's sink meets, run against each format this build has.
+
+A new format passes this module before its pipeline tests: create, commit metadata, replay
+skipped, schema add/widen, exact counts whatever the writer does with its input, a failed
+write leaves nothing committed, and the UPDATE / MERGE that replay uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.commit import BatchCommitter
+from etl.config import PartitionField, PartitionTransform, TableFormat
+from etl.decoding import DecodedBatch
+from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
+from etl.formats.base import BATCH_ID_KEY, PROPERTIES, QUERY_ID_KEY
+from transforms.columns import BARRIER, ERROR_CLASS, ERROR_MESSAGE, KAFKA_OFFSET, KAFKA_VALUE
+
+FORMATS = [TableFormat.ICEBERG]
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+_names = itertools.count()
+
+SinkFactory = Callable[..., TableSink]
+
+
+@pytest.fixture(params=FORMATS, ids=lambda f: f.value)
+def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
+    """Builds sinks of the format under test on fresh tables."""
+    fmt: TableFormat = request.param
+
+    def _make(*, evolve: bool = True, partition_by: tuple[PartitionField, ...] = ()) -> TableSink:
+        table = f"local.contract.t{next(_names)}_{fmt.value}"
+        return load_sink(fmt, TableSpec(table, partition_by, evolve=evolve))
+
+    return _make
+
+
+def _rows(spark: SparkSession, ids: list[int]) -> DataFrame:
+    return spark.createDataFrame([(i, f"n{i}") for i in ids], "id int, name string")
+
+
+def _append(sink: TableSink, df: DataFrame, commit: CommitInfo) -> None:
+    sink.prepare(df.sparkSession, df.schema)
+    sink.append(df, commit)
+
+
+def test_sink_creates_the_table_with_its_partitioning(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink(partition_by=(PartitionField("ts", PartitionTransform.DAY),))
+    df = spark.createDataFrame(
+        [(1, dt.datetime(2026, 11, 27, 5)), (2, dt.datetime(2026, 11, 28, 5))],
+        "id int, ts timestamp",
+    )
+    assert not sink.exists(spark)
+    _append(sink, df, CommitInfo("p", "q", 0))
+
+    assert sink.exists(spark)
+    assert_df_equality(spark.table(sink.name), df, ignore_row_order=True, ignore_nullable=True)
+    # one partition per day: the files of the two rows live in two partition directories
+    files = {r[0] for r in spark.table(sink.name).select(F.input_file_name()).collect()}
+    assert len({f.rsplit("/", 2)[-2] for f in files}) == 2
+
+
+def test_sink_commit_metadata_answers_the_replay_check(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink()
+    assert sink.last_committed_batch(spark, "q") is None  # no table yet
+    _append(sink, _rows(spark, [1]), CommitInfo("p", "q", 0, {"etl.note": "first"}))
+    _append(sink, _rows(spark, [2]), CommitInfo("p", "q", 1, {"etl.note": "second"}))
+    _append(sink, _rows(spark, [3]), CommitInfo("p", "other", 7))
+
+    assert sink.last_committed_batch(spark, "q") == 1
+    assert sink.last_committed_batch(spark, "other") == 7
+    assert sink.last_committed_batch(spark, "never") is None
+    assert sink.latest_property(spark, "etl.note") == "second"
+    history = sink.commit_history(spark).select(
+        F.col(PROPERTIES)[QUERY_ID_KEY].alias("q"), F.col(PROPERTIES)[BATCH_ID_KEY].alias("b")
+    )
+    assert sorted(tuple(r) for r in history.collect()) == [("other", "7"), ("q", "0"), ("q", "1")]
+
+
+def test_sink_replayed_batch_is_skipped_by_the_committer(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink()
+    decoded = _decoded(spark, good=[1, 2], dead=[])
+    first = _committer(sink, make_sink(evolve=False)).commit(
+        decoded, CommitInfo("p", "q", 0), ingested_at=NOW
+    )
+    # a restarted job: a fresh committer learns the last batch from the table itself
+    again = _committer(sink, make_sink(evolve=False)).commit(
+        decoded, CommitInfo("p", "q", 0), ingested_at=NOW
+    )
+
+    assert (first.committed, again.committed, again.written) == (True, False, 2)
+    assert spark.table(sink.name).count() == 2
+
+
+def test_sink_follows_added_and_widened_columns(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink()
+    _append(sink, spark.createDataFrame([(1, "a")], "id int, name string"), CommitInfo("p", "q", 0))
+    wider = spark.createDataFrame([(2**40, "b", "new")], "id long, name string, extra string")
+    _append(sink, wider, CommitInfo("p", "q", 1))
+
+    expected = spark.createDataFrame(
+        [(1, "a", None), (2**40, "b", "new")], "id long, name string, extra string"
+    )
+    assert_df_equality(
+        spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
+    )
+
+
+class _ScansTwice:
+    """Wraps a sink so its append runs a partial job on the input first (as Hudi's does)."""
+
+    @staticmethod
+    def wrap(sink: TableSink) -> TableSink:
+        original = sink.append
+
+        def append(df: DataFrame, commit: CommitInfo) -> None:
+            df.take(1)
+            original(df, commit)
+
+        sink.append = append  # type: ignore[method-assign]
+        return sink
+
+
+@pytest.mark.parametrize("writer", ["plain", "partial-scan-first", "multi-scan-declared"])
+def test_sink_counts_are_exact_whatever_the_writer_does(
+    spark: SparkSession, make_sink: SinkFactory, writer: str
+) -> None:
+    sink = make_sink()
+    if writer == "partial-scan-first":
+        sink = _ScansTwice.wrap(sink)
+    elif writer == "multi-scan-declared":
+        sink.reads_input_once = False  # type: ignore[misc]
+    dlq = make_sink(evolve=False)
+    decoded = _decoded(spark, good=list(range(40)), dead=list(range(100, 107)))
+
+    result = _committer(sink, dlq).commit(decoded, CommitInfo("p", "q", 0), ingested_at=NOW)
+
+    assert (result.read, result.written, result.dead_lettered) == (47, 40, 7)
+    assert spark.table(sink.name).count() == 40
+    assert sorted(r[0] for r in spark.table(dlq.name).select("offset").collect()) == list(
+        range(100, 107)
+    )
+
+
+def test_sink_that_never_runs_the_plan_does_not_hang_the_count(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink()
+    sink.append = lambda df, commit: None  # type: ignore[method-assign]
+    committer = _committer(sink, make_sink(evolve=False))
+    committer.observe_timeout_s = 0.5
+
+    result = committer.commit(
+        _decoded(spark, good=[1, 2, 3], dead=[9]), CommitInfo("p", "q", 0), ingested_at=NOW
+    )
+
+    assert (result.read, result.written, result.dead_lettered) == (4, 3, 1)
+
+
+def test_sink_failed_write_leaves_nothing_committed(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink()
+    _append(sink, _rows(spark, [1]), CommitInfo("p", "q", 0))
+    # the write job fails in a task, after some rows were already written to data files
+    failing = _rows(spark, list(range(2, 50))).withColumn(
+        "name", F.when(F.col("id") == 40, F.raise_error(F.lit("boom"))).otherwise(F.col("name"))
+    )
+    with pytest.raises(Exception, match="boom"):
+        sink.append(failing, CommitInfo("p", "q", 1))
+
+    assert sink.last_committed_batch(spark, "q") == 0
+    assert [r[0] for r in spark.table(sink.name).select("id").collect()] == [1]
+
+
+def test_sink_update_and_update_matching(spark: SparkSession, make_sink: SinkFactory) -> None:
+    sink = make_sink(evolve=False)
+    _append(
+        sink,
+        spark.createDataFrame([(1, None), (2, None), (3, None)], "id int, mark string"),
+        CommitInfo("p", "q", 0),
+    )
+    sink.update(spark, assignments={"mark": "'all'"}, where="id >= 2")
+    sink.update_matching(
+        spark.createDataFrame([(3,)], "id int"), on=["id"], assignments={"mark": "'three'"}
+    )
+
+    expected = spark.createDataFrame([(1, None), (2, "all"), (3, "three")], "id int, mark string")
+    assert_df_equality(
+        spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
+    )
+
+
+def _committer(table: TableSink, dead_letter: TableSink) -> BatchCommitter:
+    return BatchCommitter("p", table, dead_letter)
+
+
+def _decoded(spark: SparkSession, *, good: list[int], dead: list[int]) -> DecodedBatch:
+    """A decoded batch as ``BatchDecoder.decode`` shapes it: good rows and failed ones."""
+    rows: list[tuple[Any, ...]] = [(i, f"n{i}", i, None, None, None, 0) for i in good]
+    rows += [(None, None, i, b"raw", "DECODE_ERROR", "bad body", 0) for i in dead]
+    df = spark.createDataFrame(
+        rows,
+        f"id int, name string, {KAFKA_OFFSET} long, {KAFKA_VALUE} binary, "
+        f"{ERROR_CLASS} string, {ERROR_MESSAGE} string, {BARRIER} int",
+    )
+    for column in ("_kafka_key", "_kafka_topic", "_kafka_partition", "_kafka_timestamp"):
+        df = df.withColumn(column, F.lit(None).cast("string" if "topic" in column else "binary"))
+    df = (
+        df.withColumn("_kafka_partition", F.lit(0))
+        .withColumn("_kafka_timestamp", F.lit(None).cast("timestamp"))
+        .withColumn("_schema_version_id", F.lit("v1"))
+    )
+    return DecodedBatch(df, len(good) + len(dead), "{}")
