@@ -56,12 +56,19 @@ def main(argv: list[str] | None = None) -> int:
             settings.pipeline(name)  # fail on a typo before starting anything
         spark = build_spark(settings, formats_used(settings, names))
         spark.sparkContext.setLogLevel("WARN")
+        # a query this session ran before (in-process callers, tests) must not end the wait
+        spark.streams.resetTerminated()
         queries = [start_pipeline(spark, settings, name)[0] for name in names]
         try:
             # one failed pipeline stops the job (the others restart from their checkpoints)
             while any(query.isActive for query in queries):
                 spark.streams.awaitAnyTermination()
                 spark.streams.resetTerminated()
+            # a query that failed after the last wait returned is reported too
+            for query in queries:
+                error = query.exception()
+                if error is not None:
+                    raise error
         finally:
             for query in queries:
                 if query.isActive:

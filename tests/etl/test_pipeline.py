@@ -396,6 +396,15 @@ def _settings_for(warehouse: Path, name: str, decode: dict[str, Any]) -> Setting
     )
 
 
+def _assert_landed(spark: SparkSession, name: str, records: list[dict[str, Any]]) -> None:
+    """The pipeline's table holds exactly these records."""
+    assert_df_equality(
+        spark.table(f"local.unit.{name}").select(*ORDER.fieldNames()).orderBy("order_id"),
+        spark.createDataFrame([spark_row(r) for r in records], ORDER).orderBy("order_id"),
+        ignore_nullable=True,
+    )
+
+
 def _errors(spark: SparkSession, table: str) -> list[tuple[int, str]]:
     rows = spark.table(table).select("offset", "error_class").orderBy("offset").collect()
     return [(r[0], r[1]) for r in rows]
@@ -425,11 +434,7 @@ def test_process_confluent_frames_through_build_pipeline(
     result = pipeline.process(_kafka_batch(spark, values), 0, query_id="q")
 
     assert (result.read, result.written, result.dead_lettered) == (4, 3, 1)
-    assert_df_equality(
-        spark.table(f"local.unit.{name}").select(*ORDER.fieldNames()).orderBy("order_id"),
-        spark.createDataFrame([spark_row(r) for r in records], ORDER).orderBy("order_id"),
-        ignore_nullable=True,
-    )
+    _assert_landed(spark, name, records)
     assert _errors(spark, f"local.unit.{name}_dlq") == [(3, "UNKNOWN_SCHEMA")]
 
 
@@ -450,11 +455,7 @@ def test_process_plain_avro_through_build_pipeline(spark: SparkSession, warehous
     result = pipeline.process(_kafka_batch(spark, values), 0, query_id="q")
 
     assert (result.read, result.written, result.dead_lettered) == (3, 2, 1)
-    assert_df_equality(
-        spark.table(f"local.unit.{name}").select(*ORDER.fieldNames()).orderBy("order_id"),
-        spark.createDataFrame([spark_row(r) for r in records], ORDER).orderBy("order_id"),
-        ignore_nullable=True,
-    )
+    _assert_landed(spark, name, records)
     assert _errors(spark, f"local.unit.{name}_dlq") == [(2, "DECODE_ERROR")]
 
 
