@@ -213,6 +213,10 @@ class NoopSink(TableSink):
         """Forces the rows."""
         noop(df)
 
+    def upsert(self, df: DataFrame, commit: CommitInfo) -> None:
+        """Forces the rows."""
+        noop(df)
+
 
 def ours_process(cached: DataFrame, base: Pipeline) -> tuple[float, dict[str, int]]:
     """``Pipeline.process`` (persist, id scan, counts, routing) with no-op sinks.

@@ -31,9 +31,10 @@ from pyspark.sql.observation import Observation
 from etl.decoding import DecodedBatch
 from etl.exceptions import ExpectationFailedError
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
-from transforms.columns import ERROR_CLASS
+from transforms.columns import DELETE_FLAG, ERROR_CLASS
 from transforms.expectations import Action, Expectation, violation_counts, violation_key
 from transforms.routing import dead_letter_rows, table_rows
+from transforms.upsert import latest_per_key
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -140,11 +141,18 @@ class BatchCommitter:
             table_rows()
         ).take(1):
             return self._aggregate(rows), False
-        if not self.table.reads_input_once:
+        upsert = self.table.spec.upsert
+        if upsert is not None or not self.table.reads_input_once:
+            # an upsert reads the batch more than once (the winner per key, then the MERGE)
             cached = rows.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 counts = self._aggregate(cached)
-                self._append(self.table, cached.transform(table_rows()), commit)
+                good = cached.transform(table_rows())
+                if upsert is not None:
+                    good = good.transform(
+                        latest_per_key(keys=upsert.keys, ordering=upsert.ordering)
+                    )
+                self._append(self.table, good, commit)
             finally:
                 cached.unpersist()
             return counts, True
@@ -174,8 +182,8 @@ class BatchCommitter:
         if self.landed(sink, rows.sparkSession, commit):
             log.info("%s: batch %d already committed, skipping replay", sink.name, commit.batch_id)
             return False
-        sink.prepare(rows.sparkSession, rows.schema)
-        sink.append(rows, commit)
+        sink.prepare(rows.sparkSession, rows.drop(DELETE_FLAG).schema)
+        sink.write(rows, commit)
         self._landed[(sink.name, commit.query_id)] = commit.batch_id
         return True
 

@@ -215,6 +215,77 @@ class TableSettings(_Model):
         return value
 
 
+class WriteMode(enum.StrEnum):
+    """How a pipeline's batches change its table."""
+
+    # every good record becomes a new row
+    APPEND = "append"
+    # one row per key: the record with the larger ordering value wins (ties: Kafka offset)
+    UPSERT = "upsert"
+
+
+class DeleteSettings(_Model):
+    """Which records delete their key (CDC deletes), for upsert tables."""
+
+    # a decoded field and the value (compared as text) that marks a delete, e.g. op = d
+    field: str | None = None
+    equals: str | None = None
+    # a Kafka tombstone (null value) whose Kafka key is the record key deletes it, instead of
+    # being a dead letter; needs a single key field (the key bytes are read as UTF-8 text)
+    tombstones: bool = False
+
+    @model_validator(mode="after")
+    def _something_deletes(self) -> DeleteSettings:
+        if (self.field is None) != (self.equals is None):
+            raise ValueError("`field` and `equals` go together (found only one)")
+        if self.field is None and not self.tombstones:
+            raise ValueError("expected `field` + `equals` and/or `tombstones: true`, found neither")
+        return self
+
+
+class IcebergOptions(_Model):
+    """Iceberg-only sink options."""
+
+    # how upserts (MERGE) rewrite data: copy-on-write rewrites the files it touches (no delete
+    # files left behind); merge-on-read writes position-delete files (cheaper writes, reads
+    # merge them, the old rows stay in the data files until compaction)
+    write_mode: Literal["copy-on-write", "merge-on-read"] = "copy-on-write"
+
+
+class HudiTableType(enum.StrEnum):
+    """Hudi's two table types."""
+
+    COPY_ON_WRITE = "COPY_ON_WRITE"
+    MERGE_ON_READ = "MERGE_ON_READ"
+
+
+class HudiOptions(_Model):
+    """Hudi-only sink options."""
+
+    table_type: HudiTableType = HudiTableType.COPY_ON_WRITE
+    # merge-on-read: compact inline after this many delta commits (Hudi's async compaction
+    # does not run inside foreachBatch, apache/hudi#2043)
+    compaction_delta_commits: int = Field(default=5, ge=1)
+    index: Literal["SIMPLE", "BLOOM", "GLOBAL_SIMPLE", "GLOBAL_BLOOM", "BUCKET", "RECORD_INDEX"] = (
+        "SIMPLE"
+    )
+
+
+class DeltaOptions(_Model):
+    """Delta-only sink options."""
+
+    # off by default: with deletion vectors a DELETE/MERGE leaves the old row inside the
+    # Parquet file (marked deleted) until REORG ... APPLY (PURGE) rewrites it
+    deletion_vectors: bool = False
+
+
+_FORMAT_OPTIONS = {
+    TableFormat.ICEBERG: "iceberg",
+    TableFormat.HUDI: "hudi",
+    TableFormat.DELTA: "delta",
+}
+
+
 class SinkSettings(TableSettings):
     """The target table of one pipeline."""
 
@@ -223,6 +294,44 @@ class SinkSettings(TableSettings):
     # here, typed by `partition_fields`
     partition_by: list[str] = Field(default_factory=list)
     properties: dict[str, str] = Field(default_factory=dict)
+    mode: WriteMode = WriteMode.APPEND
+    # upsert: the record key field(s) and the ordering field (larger wins; null loses to any
+    # value; equal values: the larger Kafka offset wins)
+    key: list[str] = Field(default_factory=list)
+    ordering: str | None = None
+    deletes: DeleteSettings | None = None
+    # format-specific options; only the section of `format` may be set
+    iceberg: IcebergOptions | None = None
+    hudi: HudiOptions | None = None
+    delta: DeltaOptions | None = None
+
+    @model_validator(mode="after")
+    def _mode_and_options_fit(self) -> SinkSettings:
+        for fmt, section in _FORMAT_OPTIONS.items():
+            if fmt is not self.format and getattr(self, section) is not None:
+                raise ValueError(
+                    f"`{section}` options apply to format {fmt.value}, found format "
+                    f"{self.format.value}"
+                )
+        if self.mode is WriteMode.UPSERT:
+            if not self.key or self.ordering is None:
+                raise ValueError("mode upsert needs `key` (one or more fields) and `ordering`")
+            if self.deletes and self.deletes.tombstones and len(self.key) != 1:
+                raise ValueError(
+                    f"deletes.tombstones needs a single key field, found {len(self.key)}"
+                )
+        elif self.key or self.ordering or self.deletes:
+            raise ValueError("`key`, `ordering` and `deletes` apply to mode upsert only")
+        return self
+
+    @property
+    def format_options(self) -> dict[str, Any]:
+        """The options of the sink's format, defaults filled in."""
+        defaults = {"iceberg": IcebergOptions, "hudi": HudiOptions, "delta": DeltaOptions}
+        section = _FORMAT_OPTIONS[self.format]
+        chosen = getattr(self, section) or defaults[section]()
+        options: dict[str, Any] = chosen.model_dump()
+        return options
 
     @field_validator("format")
     @classmethod

@@ -51,6 +51,8 @@ class BatchDecoder:
     resolver: SchemaResolver
     reader: ReaderSchema
     expectations: tuple[Expectation, ...] = ()
+    # transforms run last on the flattened rows (upsert tables: transforms.upsert.mark_changes)
+    steps: tuple[Callable[[DataFrame], DataFrame], ...] = ()
     # the JVM inflater's presence, looked up once per session
     _jvm_inflater: dict[int, bool] = field(default_factory=dict, repr=False)
 
@@ -115,6 +117,8 @@ class BatchDecoder:
             if self.expectations:
                 # analysed now (no job runs), so a bad expression names its config key
                 rows.transform(self._checked(count_violations(expectations=self.expectations)))
+            for step in self.steps:
+                rows = rows.transform(step)
             if cache_rows:
                 rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
             yield DecodedBatch(rows, read, reader_schema)

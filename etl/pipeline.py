@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from etl.commit import BatchCommitter, BatchResult
-from etl.config import PartitionField, PartitionTransform, Settings
+from etl.config import PartitionField, PartitionTransform, Settings, WriteMode
 from etl.decoding import BatchDecoder
 from etl.exceptions import ConfigError
 from etl.formats import TableSpec, load_sink
-from etl.formats.base import READER_SCHEMA_KEY, CommitInfo
+from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
 from etl.registry import build_resolver
 from etl.secrets import scram_credentials
 from transforms.schema_evolution import ReaderSchema
+from transforms.upsert import mark_changes
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -139,15 +140,34 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     """Wires a pipeline's resolver, decoder and sinks from settings (no Spark work yet)."""
     pipeline = settings.pipeline(name)
     resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
-    table_format = pipeline.sink.format
+    sink = pipeline.sink
+    table_format = sink.format
+    upsert = (
+        UpsertSpec(tuple(sink.key), sink.ordering)
+        if sink.mode is WriteMode.UPSERT and sink.ordering is not None
+        else None
+    )
     table = load_sink(
         table_format,
         TableSpec(
-            pipeline.sink.table,
-            pipeline.sink.partition_fields,
-            dict(pipeline.sink.properties),
+            sink.table,
+            sink.partition_fields,
+            dict(sink.properties),
+            upsert=upsert,
+            options=sink.format_options,
         ),
     )
+    steps: tuple[Callable[[DataFrame], DataFrame], ...] = ()
+    if upsert is not None:
+        deletes = sink.deletes
+        steps = (
+            mark_changes(
+                keys=upsert.keys,
+                delete_field=deletes.field if deletes else None,
+                delete_value=deletes.equals if deletes else None,
+                tombstones=bool(deletes and deletes.tombstones),
+            ),
+        )
     dead_letter = load_sink(
         table_format,
         TableSpec(pipeline.dead_letter.table, DEAD_LETTER_PARTITIONING, evolve=False),
@@ -156,7 +176,12 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     return Pipeline(
         name,
         BatchDecoder(
-            name, pipeline.decode, resolver, ReaderSchema.from_json(reader_schema), expectations
+            name,
+            pipeline.decode,
+            resolver,
+            ReaderSchema.from_json(reader_schema),
+            expectations,
+            steps,
         ),
         BatchCommitter(name, table, dead_letter, expectations),
     )

@@ -32,3 +32,6 @@ KAFKA_TIMESTAMP = "_kafka_timestamp"
 SCHEMA_VERSION_ID = "_schema_version_id"
 # where a row came from in Kafka: unique per record, so it identifies a row across commits
 KAFKA_COORDINATES = (KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
+
+# upsert batches: true when the row deletes its key (a CDC delete or a Kafka tombstone)
+DELETE_FLAG = "_etl_delete"

@@ -18,3 +18,5 @@ class ErrorClass(enum.StrEnum):
     DECODE_ERROR = "DECODE_ERROR"
     INCOMPATIBLE_SCHEMA = "INCOMPATIBLE_SCHEMA"
     EXPECTATION_FAILED = "EXPECTATION_FAILED"
+    # upsert tables: a record without a value in a key field
+    MISSING_KEY = "MISSING_KEY"

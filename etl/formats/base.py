@@ -11,11 +11,12 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyspark.sql import functions as F
 
 from etl.config import PartitionField, Settings, TableFormat
+from transforms.columns import DELETE_FLAG, KAFKA_OFFSET
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -37,6 +38,15 @@ PROPERTIES = "properties"
 
 
 @dataclass(frozen=True)
+class UpsertSpec:
+    """How an upsert table is keyed and which change wins."""
+
+    keys: tuple[str, ...]
+    # larger wins; null loses to any value; equal values: the larger Kafka offset wins
+    ordering: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """What a sink needs to know about its table."""
 
@@ -46,6 +56,10 @@ class TableSpec:
     # follow the evolving reader schema (add / widen columns on write); off for tables with a
     # fixed schema such as the dead-letter table, which must stay MERGE/UPDATE-able
     evolve: bool = True
+    # set for upsert tables (each batch is applied with ``TableSink.upsert``)
+    upsert: UpsertSpec | None = None
+    # the format's own options (``SinkSettings.format_options``)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,25 @@ class TableSink(abc.ABC):
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends ``df`` in one atomic commit storing ``commit.properties()`` with it."""
 
+    @abc.abstractmethod
+    def upsert(self, df: DataFrame, commit: CommitInfo) -> None:
+        """Applies one batch of changes to an upsert table in one atomic commit.
+
+        ``df`` holds at most one row per key (``transforms.upsert.latest_per_key``): the
+        table's columns, ``KAFKA_OFFSET`` among them, plus ``DELETE_FLAG`` (true: the row
+        deletes its key; not a table column). A row replaces the table's row of its key, or
+        deletes it, only if it is newer (``newer_condition``); a row whose key the table
+        lacks is inserted unless it is a delete. So applying a batch twice changes nothing.
+        The commit stores ``commit.properties()`` like ``append``.
+        """
+
+    def write(self, df: DataFrame, commit: CommitInfo) -> None:
+        """Appends or upserts, as the table is declared."""
+        if self.spec.upsert is None:
+            self.append(df, commit)
+        else:
+            self.upsert(df, commit)
+
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
         """The highest batch id committed by this query, or None (also before the table exists)."""
         if not self.exists(spark):
@@ -190,3 +223,42 @@ class TableFormatSupport(abc.ABC):
     @abc.abstractmethod
     def sink(self, spec: TableSpec) -> TableSink:
         """A sink writing the table ``spec`` describes."""
+
+
+def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> str:
+    """SQL: the source row is newer than the target row of its key.
+
+    The larger ordering value wins; null loses to any value; equal values (nulls alike) are
+    decided by the larger Kafka offset (one key's records share a partition).
+    """
+    s_ord, t_ord = f"{source}.`{ordering}`", f"{target}.`{ordering}`"
+    s_off, t_off = f"{source}.`{KAFKA_OFFSET}`", f"{target}.`{KAFKA_OFFSET}`"
+    return (
+        f"CASE WHEN {s_ord} <=> {t_ord} THEN {s_off} > {t_off} "
+        f"WHEN {s_ord} IS NULL THEN false WHEN {t_ord} IS NULL THEN true "
+        f"ELSE {s_ord} > {t_ord} END"
+    )
+
+
+def merge_statement(
+    table: str, source_view: str, *, upsert: UpsertSpec, columns: Sequence[str]
+) -> str:
+    """The SQL MERGE that applies an upsert batch (see ``TableSink.upsert``).
+
+    Args:
+        table: The target table as Spark SQL names it.
+        source_view: A view of the batch: ``columns`` that it has, plus ``DELETE_FLAG``.
+        upsert: Keys and ordering field.
+        columns: The target table's columns (a column the batch lacks is set null).
+    """
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in upsert.keys)
+    newer = newer_condition(upsert.ordering)
+    sets = ", ".join(f"t.`{c}` = s.`{c}`" for c in columns)
+    names = ", ".join(f"`{c}`" for c in columns)
+    values = ", ".join(f"s.`{c}`" for c in columns)
+    return (
+        f"MERGE INTO {table} t USING {source_view} s ON {on} "
+        f"WHEN MATCHED AND s.`{DELETE_FLAG}` AND ({newer}) THEN DELETE "
+        f"WHEN MATCHED AND NOT s.`{DELETE_FLAG}` AND ({newer}) THEN UPDATE SET {sets} "
+        f"WHEN NOT MATCHED AND NOT s.`{DELETE_FLAG}` THEN INSERT ({names}) VALUES ({values})"
+    )

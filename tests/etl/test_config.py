@@ -37,6 +37,18 @@ MSK_IAM_BOOTSTRAP = (
     "b-2.mycluster.abc123.c2.kafka.us-east-1.amazonaws.com:9098"
 )
 
+# what a sink section dumps to beyond the keys the shipped files set
+SINK_DEFAULTS: dict[str, Any] = {
+    "mode": "append",
+    "key": [],
+    "ordering": None,
+    "deletes": None,
+    "iceberg": None,
+    "hudi": None,
+    "delta": None,
+}
+
+
 LOCAL_ORDERS: dict[str, Any] = {
     "source": {
         "bootstrap_servers": "127.0.0.1:9092",
@@ -59,6 +71,7 @@ LOCAL_ORDERS: dict[str, Any] = {
         "max_value_bytes": 8 * 1024 * 1024,
     },
     "sink": {
+        **SINK_DEFAULTS,
         "format": "iceberg",
         "table": "local.shop.orders",
         "partition_by": ["days(order_ts)"],
@@ -189,6 +202,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     "max_value_bytes": 8 * 1024 * 1024,
                 },
                 "sink": {
+                    **SINK_DEFAULTS,
                     "format": "iceberg",
                     "table": "lake.shop.orders",
                     "partition_by": ["days(order_ts)"],
@@ -230,6 +244,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     "max_value_bytes": 8 * 1024 * 1024,
                 },
                 "sink": {
+                    **SINK_DEFAULTS,
                     "format": "iceberg",
                     "table": "lake.finance.payments",
                     "partition_by": ["days(paid_at)"],
@@ -293,6 +308,7 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                     "max_value_bytes": 8 * 1024 * 1024,
                 },
                 "sink": {
+                    **SINK_DEFAULTS,
                     "format": "iceberg",
                     "table": "lake.shop.orders",
                     "partition_by": ["days(order_ts)"],
@@ -530,6 +546,55 @@ INVALID: list[Any] = [
             "by this build), found hudi"
         ],
         id="format-not-supported-yet",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(mode="upsert", key=["order_id"]),
+        [
+            "pipelines.orders.sink: Value error, mode upsert needs `key` (one or more fields) "
+            "and `ordering`"
+        ],
+        id="upsert-without-ordering",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(key=["order_id"]),
+        [
+            "pipelines.orders.sink: Value error, `key`, `ordering` and `deletes` apply to "
+            "mode upsert only"
+        ],
+        id="key-on-an-append-table",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(
+            mode="upsert", key=["a", "b"], ordering="ts", deletes={"tombstones": True}
+        ),
+        [
+            "pipelines.orders.sink: Value error, deletes.tombstones needs a single key "
+            "field, found 2"
+        ],
+        id="tombstones-with-a-composite-key",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(
+            mode="upsert", key=["a"], ordering="ts", deletes={"field": "op"}
+        ),
+        [
+            "pipelines.orders.sink.deletes: Value error, `field` and `equals` go together "
+            "(found only one)"
+        ],
+        id="delete-marker-without-value",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(hudi={"table_type": "MERGE_ON_READ"}),
+        [
+            "pipelines.orders.sink: Value error, `hudi` options apply to format hudi, found "
+            "format iceberg"
+        ],
+        id="options-of-another-format",
+    ),
+    pytest.param(
+        lambda c: _orders(c)["sink"].update(iceberg={"write_mode": "merge-on-read", "x": 1}),
+        ["pipelines.orders.sink.iceberg.x: Extra inputs are not permitted"],
+        id="unknown-format-option",
     ),
     pytest.param(
         lambda c: _orders(c)["sink"].update(partition_by=["days(order_ts, 3)"]),

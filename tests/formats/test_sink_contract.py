@@ -21,8 +21,15 @@ from etl.commit import BatchCommitter
 from etl.config import PartitionField, PartitionTransform, TableFormat
 from etl.decoding import DecodedBatch
 from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
-from etl.formats.base import BATCH_ID_KEY, PROPERTIES, QUERY_ID_KEY
-from transforms.columns import BARRIER, ERROR_CLASS, ERROR_MESSAGE, KAFKA_OFFSET, KAFKA_VALUE
+from etl.formats.base import BATCH_ID_KEY, PROPERTIES, QUERY_ID_KEY, UpsertSpec
+from transforms.columns import (
+    BARRIER,
+    DELETE_FLAG,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    KAFKA_OFFSET,
+    KAFKA_VALUE,
+)
 
 FORMATS = [TableFormat.ICEBERG]
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -36,9 +43,14 @@ def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
     """Builds sinks of the format under test on fresh tables."""
     fmt: TableFormat = request.param
 
-    def _make(*, evolve: bool = True, partition_by: tuple[PartitionField, ...] = ()) -> TableSink:
+    def _make(
+        *,
+        evolve: bool = True,
+        partition_by: tuple[PartitionField, ...] = (),
+        upsert: UpsertSpec | None = None,
+    ) -> TableSink:
         table = f"local.contract.t{next(_names)}_{fmt.value}"
-        return load_sink(fmt, TableSpec(table, partition_by, evolve=evolve))
+        return load_sink(fmt, TableSpec(table, partition_by, evolve=evolve, upsert=upsert))
 
     return _make
 
@@ -228,3 +240,70 @@ def _decoded(spark: SparkSession, *, good: list[int], dead: list[int]) -> Decode
         .withColumn("_schema_version_id", F.lit("v1"))
     )
     return DecodedBatch(df, len(good) + len(dead), "{}")
+
+
+UPSERT_SCHEMA = f"id int, ts int, name string, {KAFKA_OFFSET} long, {DELETE_FLAG} boolean"
+
+
+def _changes(spark: SparkSession, rows: list[tuple[Any, ...]]) -> DataFrame:
+    return spark.createDataFrame(rows, UPSERT_SCHEMA)
+
+
+def test_sink_upsert_applies_the_newer_change_per_key_once(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink(upsert=UpsertSpec(("id",), "ts"))
+    batches = [
+        [(1, 10, "a", 0, False), (2, 10, "b", 1, False), (5, None, "e", 2, False)],
+        [
+            (1, 5, "late", 3, False),  # older than the table's row: ignored
+            (2, 20, "b2", 4, False),  # newer: replaces
+            (3, 99, None, 5, True),  # delete of an absent key: nothing
+            (4, 1, "d", 6, False),  # new key: inserted
+            (5, 1, "e2", 7, False),  # the table's ordering is null: any value wins
+        ],
+        [(2, 30, None, 8, True)],  # delete
+        [(2, 40, "back", 9, False), (1, 10, "tie-later-offset", 10, False)],
+    ]
+    for batch_id, rows in enumerate(batches):
+        df = _changes(spark, rows)
+        sink.prepare(spark, df.drop(DELETE_FLAG).schema)
+        sink.upsert(df, CommitInfo("p", "q", batch_id))
+    # applying a batch again changes nothing
+    sink.upsert(_changes(spark, batches[1]), CommitInfo("p", "q", 1))
+
+    expected = spark.createDataFrame(
+        [
+            (1, 10, "tie-later-offset", 10),
+            (2, 40, "back", 9),
+            (4, 1, "d", 6),
+            (5, 1, "e2", 7),
+        ],
+        f"id int, ts int, name string, {KAFKA_OFFSET} long",
+    )
+    assert_df_equality(
+        spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
+    )
+    assert sink.last_committed_batch(spark, "q") == 3
+
+
+def test_sink_upsert_follows_added_and_widened_columns(
+    spark: SparkSession, make_sink: SinkFactory
+) -> None:
+    sink = make_sink(upsert=UpsertSpec(("id",), "ts"))
+    first = _changes(spark, [(1, 1, "a", 0, False)])
+    sink.prepare(spark, first.drop(DELETE_FLAG).schema)
+    sink.upsert(first, CommitInfo("p", "q", 0))
+    wider = spark.createDataFrame(
+        [(1, 2, "a2", 1, "x", False), (2, 1, "b", 2, "y", False)],
+        f"id int, ts long, name string, {KAFKA_OFFSET} long, extra string, {DELETE_FLAG} boolean",
+    )
+    sink.upsert(wider, CommitInfo("p", "q", 1))
+
+    expected = spark.createDataFrame(
+        [(1, 2, "a2", 1, "x"), (2, 1, "b", 2, "y")],
+        f"id int, ts long, name string, {KAFKA_OFFSET} long, extra string",
+    )
+    assert_df_equality(
+        spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
+    )

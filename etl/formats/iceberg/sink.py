@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DataType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StructType,
+)
 
 from etl.config import PartitionField, PartitionTransform
 from etl.exceptions import SinkError
-from etl.formats.base import COMMITTED_AT, PROPERTIES, CommitInfo, TableSink
+from etl.formats.base import COMMITTED_AT, PROPERTIES, CommitInfo, TableSink, merge_statement
+from transforms.columns import DELETE_FLAG
 from transforms.schema import nullable, to_ddl
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
 
 
 # Let each write add columns and widen types the way the evolved reader schema does
@@ -57,8 +68,15 @@ class IcebergSink(TableSink):
             fields = ", ".join(partition_expression(f) for f in self.spec.partition_by)
             statement += f" PARTITIONED BY ({fields})"
         properties = dict(self.spec.properties)
-        if self.spec.evolve:
+        # upsert tables evolve by ALTER TABLE before each MERGE instead: MERGE conditions are
+        # not resolved on tables that accept any schema
+        accept_any = self.spec.evolve and self.spec.upsert is None
+        if accept_any:
             properties[EVOLVE_PROPERTY] = "true"
+        if self.spec.upsert is not None:
+            mode = str(self.spec.options.get("write_mode", "copy-on-write"))
+            for operation in ("merge", "update", "delete"):
+                properties.setdefault(f"write.{operation}.mode", mode)
         if properties:
             props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
             statement += f" TBLPROPERTIES ({props})"
@@ -69,7 +87,7 @@ class IcebergSink(TableSink):
                 r["key"]: r["value"]
                 for r in spark.sql(f"SHOW TBLPROPERTIES {self.spec.table}").collect()
             }
-            if self.spec.evolve and current.get(EVOLVE_PROPERTY) != "true":  # made elsewhere
+            if accept_any and current.get(EVOLVE_PROPERTY) != "true":  # made elsewhere
                 spark.sql(
                     f"ALTER TABLE {self.spec.table} SET TBLPROPERTIES ('{EVOLVE_PROPERTY}'='true')"
                 )
@@ -91,3 +109,119 @@ class IcebergSink(TableSink):
         options = {f"snapshot-property.{k}": v for k, v in commit.properties().items()}
         evolve = WRITE_OPTIONS if self.spec.evolve else {}
         df.writeTo(self.spec.table).options(**evolve, **options).append()
+
+    def upsert(self, df: DataFrame, commit: CommitInfo) -> None:
+        """One MERGE (copy-on-write or merge-on-read, by ``iceberg.write_mode``) whose
+        snapshot summary carries the commit properties."""
+        spark = df.sparkSession
+        upsert = self.spec.upsert
+        assert upsert is not None, "upsert() on a table declared append"
+        if self.spec.evolve:
+            self._evolve_to(spark, df.drop(DELETE_FLAG).schema)
+        target = spark.table(self.spec.table).schema
+        source = df.select(
+            *[
+                F.col(f.name)
+                if f.name in df.columns
+                else F.lit(None).cast(f.dataType).alias(f.name)
+                for f in target.fields
+            ],
+            DELETE_FLAG,
+        )
+        view = f"_etl_upsert_{uuid.uuid4().hex}"
+        source.createOrReplaceTempView(view)
+        try:
+            statement = merge_statement(
+                self.spec.table, view, upsert=upsert, columns=target.fieldNames()
+            )
+            with_commit_properties(spark, commit.properties(), lambda: spark.sql(statement))
+        finally:
+            spark.catalog.dropTempView(view)
+
+    def _evolve_to(self, spark: SparkSession, schema: StructType) -> None:
+        """Adds the batch's new columns and widens widened ones (MERGE does not evolve)."""
+        for statement in evolve_statements(
+            self.spec.table, spark.table(self.spec.table).schema, schema
+        ):
+            spark.sql(statement)
+
+
+def evolve_statements(table: str, current: StructType, wanted: StructType) -> list[str]:
+    """``ALTER TABLE`` statements giving ``current`` the new and widened columns of ``wanted``.
+
+    New columns (also inside structs) are added as optional; int -> bigint, float -> double
+    and a larger decimal precision widen. Other differences are left for the write to reject.
+    """
+    statements: list[str] = []
+
+    def walk(path: str, have: StructType, want: StructType) -> None:
+        existing = {f.name: f for f in have.fields}
+        for field in want.fields:
+            name = f"{path}`{field.name}`"
+            old = existing.get(field.name)
+            if old is None:
+                added = nullable(field.dataType).simpleString()
+                statements.append(f"ALTER TABLE {table} ADD COLUMN {name} {added}")
+            elif isinstance(old.dataType, StructType) and isinstance(field.dataType, StructType):
+                walk(f"{name}.", old.dataType, field.dataType)
+            elif _widens(old.dataType, field.dataType):
+                statements.append(
+                    f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {field.dataType.simpleString()}"
+                )
+
+    walk("", current, wanted)
+    return statements
+
+
+def _widens(old: DataType, new: DataType) -> bool:
+    """Whether Iceberg can widen ``old`` to ``new`` in place."""
+    if isinstance(old, IntegerType) and isinstance(new, LongType):
+        return True
+    if isinstance(old, FloatType) and isinstance(new, DoubleType):
+        return True
+    return (
+        isinstance(old, DecimalType)
+        and isinstance(new, DecimalType)
+        and old.scale == new.scale
+        and new.precision > old.precision
+    )
+
+
+def with_commit_properties(
+    spark: SparkSession, properties: dict[str, str], action: Callable[[], object]
+) -> None:
+    """Runs a SQL action whose Iceberg commit stores ``properties`` in its snapshot summary.
+
+    SQL statements (MERGE, UPDATE) take no write options, so this goes through Iceberg's
+    ``CommitMetadata.withCommitProperties``: a thread-local read at commit time. py4j runs
+    the Python callback, and the SQL it issues, on the JVM thread that set it.
+    """
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    gateway = spark.sparkContext._gateway
+    assert gateway is not None
+    ensure_callback_server_started(gateway)  # type: ignore[no-untyped-call]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    java_properties = jvm.java.util.HashMap()
+    for key, value in properties.items():
+        java_properties.put(key, value)
+    jvm.org.apache.iceberg.spark.CommitMetadata.withCommitProperties(
+        java_properties,
+        _JavaCallable(action),
+        jvm.java.lang.Class.forName("java.lang.RuntimeException"),
+    )
+
+
+class _JavaCallable:
+    """A ``java.util.concurrent.Callable`` implemented in Python (a py4j callback)."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action = action
+
+    def call(self) -> None:
+        """Runs the action."""
+        self._action()
+
+    class Java:
+        implements: ClassVar[list[str]] = ["java.util.concurrent.Callable"]
