@@ -205,6 +205,9 @@ class TableSettings(_Model):
     """A table a pipeline writes: its name, and for the pipeline's target its layout."""
 
     table: str
+    # where the table's files live (local path or s3:// URI); Hudi and Delta tables need it
+    # (they are registered by location), Iceberg tables live where their catalog puts them
+    location: str | None = None
 
     @field_validator("table")
     @classmethod
@@ -492,6 +495,7 @@ class Settings(BaseSettings):
     def _tables_in_their_catalog(self) -> Settings:
         for name, pipeline in self.pipelines.items():
             if pipeline.sink.format is not TableFormat.ICEBERG:
+                _check_path_tables(name, pipeline)
                 continue
             if self.catalog is None:
                 raise ValueError(
@@ -515,6 +519,21 @@ class Settings(BaseSettings):
         except KeyError:
             known = ", ".join(sorted(self.pipelines))
             raise ConfigError(f"pipelines.{name}: no such pipeline (known: {known})") from None
+
+
+def _check_path_tables(name: str, pipeline: PipelineSettings) -> None:
+    """Hudi and Delta tables: ``database.table`` in the session catalog, with a location."""
+    fmt = pipeline.sink.format.value
+    for key, table in (("sink", pipeline.sink), ("dead_letter", pipeline.dead_letter)):
+        if len(table.table.split(".")) != 2:
+            raise ValueError(
+                f"pipelines.{name}.{key}.table: expected `database.table` for a {fmt} table, "
+                f"found {table.table!r}"
+            )
+        if not table.location:
+            raise ValueError(
+                f"pipelines.{name}.{key}.location: a {fmt} table needs a location (found none)"
+            )
 
 
 def load_settings(path: str | Path, *, env: dict[str, str] | None = None) -> Settings:

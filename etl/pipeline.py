@@ -24,6 +24,7 @@ from etl.exceptions import ConfigError
 from etl.formats import TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
+from etl.paths import local_uri
 from etl.registry import build_resolver
 from etl.secrets import scram_credentials
 from transforms.schema_evolution import ReaderSchema
@@ -155,6 +156,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             dict(sink.properties),
             upsert=upsert,
             options=sink.format_options,
+            location=local_uri(sink.location) if sink.location else None,
         ),
     )
     steps: tuple[Callable[[DataFrame], DataFrame], ...] = ()
@@ -170,7 +172,14 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
         )
     dead_letter = load_sink(
         table_format,
-        TableSpec(pipeline.dead_letter.table, DEAD_LETTER_PARTITIONING, evolve=False),
+        TableSpec(
+            pipeline.dead_letter.table,
+            DEAD_LETTER_PARTITIONING,
+            evolve=False,
+            location=local_uri(pipeline.dead_letter.location)
+            if pipeline.dead_letter.location
+            else None,
+        ),
     )
     expectations = tuple(pipeline.expectations)
     return Pipeline(

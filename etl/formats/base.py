@@ -60,6 +60,8 @@ class TableSpec:
     upsert: UpsertSpec | None = None
     # the format's own options (``SinkSettings.format_options``)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # where the table's files live, as a URI (Hudi, Delta); None: the catalog decides (Iceberg)
+    location: str | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ MSK_IAM_BOOTSTRAP = (
 
 # what a sink section dumps to beyond the keys the shipped files set
 SINK_DEFAULTS: dict[str, Any] = {
+    "location": None,
     "mode": "append",
     "key": [],
     "ordering": None,
@@ -77,7 +78,7 @@ LOCAL_ORDERS: dict[str, Any] = {
         "partition_by": ["days(order_ts)"],
         "properties": {"format-version": "2", "write.parquet.compression-codec": "zstd"},
     },
-    "dead_letter": {"table": "local.shop.orders_dlq"},
+    "dead_letter": {"table": "local.shop.orders_dlq", "location": None},
     "checkpoint": ".checkpoints/orders",
     "trigger": {"mode": "available_now", "interval": "30 seconds"},
     "expectations": [],
@@ -211,7 +212,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                         "write.parquet.compression-codec": "zstd",
                     },
                 },
-                "dead_letter": {"table": "lake.shop.orders_dlq"},
+                "dead_letter": {"table": "lake.shop.orders_dlq", "location": None},
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
                 "expectations": [],
@@ -250,7 +251,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     "partition_by": ["days(paid_at)"],
                     "properties": {"format-version": "2"},
                 },
-                "dead_letter": {"table": "lake.finance.payments_dlq"},
+                "dead_letter": {"table": "lake.finance.payments_dlq", "location": None},
                 "checkpoint": "s3://my-lake/checkpoints/payments",
                 "trigger": {"mode": "processing_time", "interval": "5 minutes"},
                 "expectations": [],
@@ -317,7 +318,7 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                         "write.parquet.compression-codec": "zstd",
                     },
                 },
-                "dead_letter": {"table": "lake.shop.orders_dlq"},
+                "dead_letter": {"table": "lake.shop.orders_dlq", "location": None},
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
                 "expectations": [],

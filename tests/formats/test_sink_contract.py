@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +39,16 @@ _names = itertools.count()
 SinkFactory = Callable[..., TableSink]
 
 
+def contract_table(fmt: TableFormat, root: Path) -> tuple[str, str | None]:
+    """A fresh table name (and location, for formats registered by location)."""
+    number = next(_names)
+    if fmt is TableFormat.ICEBERG:
+        return f"local.contract.t{number}_{fmt.value}", None
+    return f"contract.t{number}_{fmt.value}", (root / f"t{number}").as_uri()
+
+
 @pytest.fixture(params=FORMATS, ids=lambda f: f.value)
-def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
+def make_sink(request: pytest.FixtureRequest, tmp_path: Path) -> SinkFactory:
     """Builds sinks of the format under test on fresh tables."""
     fmt: TableFormat = request.param
 
@@ -49,8 +58,9 @@ def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
         partition_by: tuple[PartitionField, ...] = (),
         upsert: UpsertSpec | None = None,
     ) -> TableSink:
-        table = f"local.contract.t{next(_names)}_{fmt.value}"
-        return load_sink(fmt, TableSpec(table, partition_by, evolve=evolve, upsert=upsert))
+        table, location = contract_table(fmt, tmp_path)
+        spec = TableSpec(table, partition_by, evolve=evolve, upsert=upsert, location=location)
+        return load_sink(fmt, spec)
 
     return _make
 
