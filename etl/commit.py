@@ -149,9 +149,11 @@ class BatchCommitter:
                 counts = self._aggregate(cached)
                 good = cached.transform(table_rows())
                 if upsert is not None:
+                    # checkpointed: a MERGE refuses a source whose plan holds the decode's
+                    # non-deterministic barrier column, and reads its source more than once
                     good = good.transform(
                         latest_per_key(keys=upsert.keys, ordering=upsert.ordering)
-                    )
+                    ).localCheckpoint(eager=True)
                 self._append(self.table, good, commit)
             finally:
                 cached.unpersist()

@@ -5,7 +5,9 @@ turns Kafka tombstones into deletes when asked, and dead-letters good rows witho
 ``MISSING_KEY``. ``latest_per_key`` runs on the table rows of a batch and keeps one row per
 key, by the same rule the sinks apply against the table (``etl.formats.base.newer_condition``):
 the larger ordering value wins, null loses to any value, equal values go to the larger Kafka
-offset.
+offset. A delete without an ordering value (every Kafka tombstone) is ordered by the Kafka
+log instead: within a batch, a key with such a delete keeps its record of the largest offset,
+and against the table such a delete removes a row written from a smaller offset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transforms.columns import DELETE_FLAG, ERROR_CLASS, ERROR_MESSAGE, KAFKA_KE
 from transforms.errors import ErrorClass
 
 _ROW = "_etl_row"
+_LOG_ORDER = "_etl_log_order"
 
 
 def mark_changes(
@@ -54,7 +57,8 @@ def mark_changes(
         columns = {c: F.col(c) for c in df.columns}
         if tombstones:
             key = keys[0]
-            tombstone = (F.col(ERROR_CLASS) == ErrorClass.NULL_VALUE.value) & F.col(
+            # null-safe: good rows have no error class, and must read false, not null
+            tombstone = F.col(ERROR_CLASS).eqNullSafe(ErrorClass.NULL_VALUE.value) & F.col(
                 KAFKA_KEY
             ).isNotNull()
             key_type = df.schema[key].dataType
@@ -87,10 +91,20 @@ def latest_per_key(*, keys: Sequence[str], ordering: str) -> Callable[[DataFrame
     """Returns a transform keeping, per key, the row that wins (see the module doc)."""
 
     def _transform(df: DataFrame) -> DataFrame:
-        window = Window.partitionBy(*keys).orderBy(
-            F.col(ordering).desc_nulls_last(), F.col(KAFKA_OFFSET).desc()
+        by_key = Window.partitionBy(*keys)
+        unordered_delete = F.col(DELETE_FLAG) & F.col(ordering).isNull()
+        window = by_key.orderBy(
+            # keys with an unordered delete: Kafka log order alone
+            F.when(F.col(_LOG_ORDER), F.col(KAFKA_OFFSET)).desc_nulls_last(),
+            F.col(ordering).desc_nulls_last(),
+            F.col(KAFKA_OFFSET).desc(),
         )
-        return df.withColumn(_ROW, F.row_number().over(window)).where(F.col(_ROW) == 1).drop(_ROW)
+        return (
+            df.withColumn(_LOG_ORDER, F.max(unordered_delete).over(by_key))
+            .withColumn(_ROW, F.row_number().over(window))
+            .where(F.col(_ROW) == 1)
+            .drop(_ROW, _LOG_ORDER)
+        )
 
     return _transform
 

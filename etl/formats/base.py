@@ -231,12 +231,14 @@ def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> s
     """SQL: the source row is newer than the target row of its key.
 
     The larger ordering value wins; null loses to any value; equal values (nulls alike) are
-    decided by the larger Kafka offset (one key's records share a partition).
+    decided by the larger Kafka offset (one key's records share a partition). A delete without
+    an ordering value (a Kafka tombstone) is ordered by the Kafka offset alone.
     """
     s_ord, t_ord = f"{source}.`{ordering}`", f"{target}.`{ordering}`"
     s_off, t_off = f"{source}.`{KAFKA_OFFSET}`", f"{target}.`{KAFKA_OFFSET}`"
     return (
-        f"CASE WHEN {s_ord} <=> {t_ord} THEN {s_off} > {t_off} "
+        f"CASE WHEN {source}.`{DELETE_FLAG}` AND {s_ord} IS NULL THEN {s_off} > {t_off} "
+        f"WHEN {s_ord} <=> {t_ord} THEN {s_off} > {t_off} "
         f"WHEN {s_ord} IS NULL THEN false WHEN {t_ord} IS NULL THEN true "
         f"ELSE {s_ord} > {t_ord} END"
     )

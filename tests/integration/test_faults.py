@@ -284,7 +284,9 @@ def _await_kill_moment(
         deadline = time.monotonic() + rng.uniform(3.0, 12.0)
     else:
         give_up = time.monotonic() + FIRST_BATCH_TIMEOUT_S
-        while BATCH_LOG_MARKER not in log.read_text(errors="replace"):
+        # a first batch that replays the previous run's last one commits nothing: wait for
+        # one that commits, so the kill lands mid-stream
+        while not any(b["committed"] for b in _logged_batches(log)):
             if proc.poll() is not None or time.monotonic() > give_up:
                 break
             time.sleep(0.1)
