@@ -58,9 +58,10 @@ def mark_changes(
         if tombstones:
             key = keys[0]
             # null-safe: good rows have no error class, and must read false, not null
-            tombstone = F.col(ERROR_CLASS).eqNullSafe(ErrorClass.NULL_VALUE.value) & F.col(
-                KAFKA_KEY
-            ).isNotNull()
+            tombstone = (
+                F.col(ERROR_CLASS).eqNullSafe(ErrorClass.NULL_VALUE.value)
+                & F.col(KAFKA_KEY).isNotNull()
+            )
             key_type = df.schema[key].dataType
             columns[key] = F.when(
                 tombstone, F.decode(F.col(KAFKA_KEY), "UTF-8").cast(key_type)
