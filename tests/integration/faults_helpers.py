@@ -143,6 +143,8 @@ def produce_tracked(
 ) -> dict[bytes, tuple[int, int]]:
     """Produces (key, value) pairs idempotently and returns key -> (partition, offset).
 
+    A key produced more than once (an upsert stream) maps to its last position.
+
     Raises:
         RuntimeError: A message was not acknowledged within ``timeout``.
     """
@@ -159,12 +161,16 @@ def produce_tracked(
     )
     positions: dict[bytes, tuple[int, int]] = {}
     errors: list[str] = []
+    acknowledged = 0
 
     def _on_delivery(err: Any, msg: Any) -> None:
+        nonlocal acknowledged
         if err is not None:
             errors.append(str(err))
-        else:
-            positions[msg.key()] = (msg.partition(), msg.offset())
+            return
+        acknowledged += 1
+        position = (msg.partition(), msg.offset())
+        positions[msg.key()] = max(positions.get(msg.key(), position), position)
 
     sent = 0
     for key, value in messages:
@@ -179,9 +185,9 @@ def produce_tracked(
         sent += 1
         producer.poll(0)
     remaining = producer.flush(timeout)
-    if errors or remaining or len(positions) != sent:
+    if errors or remaining or acknowledged != sent:
         raise RuntimeError(
-            f"{sent} sent, {len(positions)} acknowledged, {remaining} pending, errors: {errors[:3]}"
+            f"{sent} sent, {acknowledged} acknowledged, {remaining} pending, errors: {errors[:3]}"
         )
     return positions
 

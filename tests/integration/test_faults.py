@@ -93,8 +93,12 @@ def publish(
     *,
     definition: str = SCHEMA,
     version: str | None = None,
+    updates: bool = False,
 ) -> str:
-    """Registers ``definition`` (unless ``version`` is given), produces Glue frames, tracks them."""
+    """Registers ``definition`` (unless ``version`` is given), produces Glue frames, tracks them.
+
+    With ``updates`` a key may be produced again (an upsert stream): the latest one is kept.
+    """
     if version is None:
         glue = boto3.client("glue", **stack.info.boto3_kwargs())
         version = register_schema(
@@ -107,7 +111,7 @@ def publish(
     )
     for record in records:
         order_id = record["order_id"]
-        assert order_id not in produced.records, f"{order_id} produced twice by the test"
+        assert updates or order_id not in produced.records, f"{order_id} produced twice"
         produced.records[order_id] = record
         produced.positions[order_id] = positions[order_id.encode()]
     return version
@@ -165,9 +169,15 @@ def assert_exactly(spark: SparkSession, table: str, produced: Produced) -> None:
 
 
 def pipeline_block(
-    *, bootstrap: str, topic: str, table: str, checkpoint: Path, trigger: dict[str, str]
+    *,
+    bootstrap: str,
+    topic: str,
+    table: str,
+    checkpoint: Path,
+    trigger: dict[str, str],
+    sink: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One pipeline of the settings, on the orders schema."""
+    """One pipeline of the settings, on the orders schema (``sink``: extra sink keys)."""
     return {
         "source": {
             "bootstrap_servers": bootstrap,
@@ -179,6 +189,7 @@ def pipeline_block(
             "table": table,
             "partition_by": ["days(order_ts)"],
             "properties": {"format-version": "2"},
+            **(sink or {}),
         },
         "dead_letter": {"table": f"{table}_dlq"},
         "checkpoint": str(checkpoint),
@@ -315,15 +326,36 @@ def job_env() -> dict[str, str]:
     return env
 
 
+UPSERT_KEYS = 400
+UPSERT_SINK = {"mode": "upsert", "key": ["order_id"], "ordering": "updated_ts"}
+
+
+def _upserts(count: int, *, start: int) -> list[dict[str, Any]]:
+    """Order versions over UPSERT_KEYS keys, each newer (``updated_ts``) than all before it."""
+    return [
+        {
+            **record,
+            "order_id": f"o-{n % UPSERT_KEYS}",
+            "updated_ts": dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=n),
+        }
+        for n, record in enumerate(orders(count, start=start), start=start)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
 def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     spark: SparkSession,
     local_stack: Any,
     warehouse: Path,
     tmp_path: Path,
     job_env: dict[str, str],
+    mode: str,
 ) -> None:
-    name = "faults_kill"
-    topic = f"faults-kill-{uuid.uuid4().hex[:8]}"
+    upsert = mode == "upsert"
+    name = f"faults_kill_{mode}"
+    records = _upserts if upsert else orders
+    sent = 0
+    topic = f"faults-kill-{mode}-{uuid.uuid4().hex[:8]}"
     table = f"local.faults.{name}"
     local_stack.broker.create_topic(topic, partitions=4)
     conf = tmp_path / "ingest.yaml"
@@ -347,12 +379,16 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
                 table=table,
                 checkpoint=tmp_path / "checkpoint",
                 trigger={"mode": "processing_time", "interval": "1 second"},
+                sink=UPSERT_SINK if upsert else None,
             )
         },
     }
     conf.write_text(yaml.safe_dump(settings, sort_keys=False))
     produced = Produced({}, {})
-    version = publish(local_stack, topic, orders(INITIAL_RECORDS, start=0), produced)
+    version = publish(
+        local_stack, topic, records(INITIAL_RECORDS, start=0), produced, updates=upsert
+    )
+    sent = INITIAL_RECORDS
 
     rng = random.Random(KILL_SEED)
     anchors = list(KILL_ANCHORS)
@@ -388,10 +424,12 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
             publish(
                 local_stack,
                 topic,
-                orders(RECORDS_BETWEEN_KILLS, start=len(produced.records)),
+                records(RECORDS_BETWEEN_KILLS, start=sent),
                 produced,
                 version=version,
+                updates=upsert,
             )
+            sent += RECORDS_BETWEEN_KILLS
 
         final_log = tmp_path / "job-final.log"
         final_env = {
@@ -439,7 +477,10 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     assert len({q for q, _, _ in snapshots}) == 1, "one query id across every restart"
     # every batch id once, none missing: a replayed batch was skipped, not committed again
     assert batch_ids == list(range(len(batch_ids))), f"batch ids committed: {batch_ids}"
-    assert sum(n for _, _, n in snapshots) == len(produced.records)
+    if not upsert:
+        assert sum(n for _, _, n in snapshots) == len(produced.records)
+    # upserts: one row per key, each the key's last version (every version is newer than the
+    # ones before it, so a batch applied twice or skipped would show here)
     assert_exactly(spark, table, produced)
     assert dead_letter_rows(spark, f"{table}_dlq", name) == 0
 
