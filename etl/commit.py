@@ -31,7 +31,7 @@ from pyspark.sql.observation import Observation
 from etl.decoding import DecodedBatch
 from etl.exceptions import ExpectationFailedError
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
-from transforms.columns import DELETE_FLAG, ERROR_CLASS
+from transforms.columns import DELETE_FLAG, ERROR_CLASS, RESET_OFFSET
 from transforms.expectations import Action, Expectation, violation_counts, violation_key
 from transforms.routing import dead_letter_rows, table_rows
 from transforms.upsert import latest_per_key
@@ -184,7 +184,7 @@ class BatchCommitter:
         if self.landed(sink, rows.sparkSession, commit):
             log.info("%s: batch %d already committed, skipping replay", sink.name, commit.batch_id)
             return False
-        sink.prepare(rows.sparkSession, rows.drop(DELETE_FLAG).schema)
+        sink.prepare(rows.sparkSession, rows.drop(DELETE_FLAG, RESET_OFFSET).schema)
         sink.write(rows, commit)
         self._landed[(sink.name, commit.query_id)] = commit.batch_id
         return True
@@ -194,7 +194,10 @@ class BatchCommitter:
         return [
             F.count(F.lit(1)).alias(_TOTAL),
             F.count(F.when(F.col(ERROR_CLASS).isNotNull(), 1)).alias(_DEAD),
-            *violation_counts(expectations=self.expectations),
+            *violation_counts(
+                expectations=self.expectations,
+                exempt=DELETE_FLAG if self.table.spec.upsert is not None else None,
+            ),
         ]
 
     def _aggregate(self, rows: DataFrame) -> Counts:

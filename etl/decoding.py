@@ -19,7 +19,7 @@ from pyspark import StorageLevel
 from etl.config import DecodeSettings
 from etl.exceptions import ConfigError
 from etl.registry import SchemaResolver
-from transforms.columns import COMPRESSION, SCHEMA_KEY
+from transforms.columns import COMPRESSION, DELETE_FLAG, SCHEMA_KEY
 from transforms.decode import INFLATE_ZLIB_FUNCTION, decode_avro, inflate_zlib
 from transforms.expectations import Expectation, count_violations, flag_dropped
 from transforms.framing import parse_frame, schema_id_of_key
@@ -27,7 +27,7 @@ from transforms.routing import flatten_decoded
 from transforms.schema_evolution import ReaderSchema
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,15 @@ class BatchDecoder:
     resolver: SchemaResolver
     reader: ReaderSchema
     expectations: tuple[Expectation, ...] = ()
-    # transforms run last on the flattened rows (upsert tables: transforms.upsert.mark_changes)
-    steps: tuple[Callable[[DataFrame], DataFrame], ...] = ()
-    # the JVM inflater's presence, looked up once per session
-    _jvm_inflater: dict[int, bool] = field(default_factory=dict, repr=False)
+    # upsert tables: marks deletes and key-less rows (transforms.upsert.mark_changes) before
+    # the expectations, which then skip deletes (a tombstone has no fields to check)
+    changes: Callable[[DataFrame], DataFrame] | None = None
+    # the reader schema the table last recorded (None: a new table); read once, before the
+    # first decode, so a restarted job (or a replay) decides schema versions as before
+    stored_schema: Callable[[SparkSession], str | None] | None = None
+    _seeded: bool = field(default=False, repr=False)
+    # whether build_spark registered the JVM inflater, looked up once
+    _jvm_inflater: bool | None = field(default=None, repr=False)
 
     @contextlib.contextmanager
     def decode(self, batch: DataFrame, *, cache_rows: bool = False) -> Iterator[DecodedBatch]:
@@ -76,6 +81,7 @@ class BatchDecoder:
             ConfigError: An expectation does not compile against the decoded columns.
         """
         decode = self.settings
+        self._seed(batch.sparkSession)
         owned = not batch.storageLevel.useMemory and not batch.storageLevel.useDisk
         source = batch.persist(StorageLevel.MEMORY_AND_DISK) if owned else batch
         rows: DataFrame | None = None
@@ -102,23 +108,25 @@ class BatchDecoder:
                     inflate_zlib(max_bytes=decode.max_value_bytes, engine=engine)
                 )
             reader_schema = self.reader.json()
-            rows = (
-                framed.transform(
-                    decode_avro(
-                        wire_format=decode.wire_format,
-                        writer_schemas={w.version_id: w.definition for w in writers},
-                        reader_schema=reader_schema,
-                        rejected=admission.rejected,
-                    )
+            rows = framed.transform(
+                decode_avro(
+                    wire_format=decode.wire_format,
+                    writer_schemas={w.version_id: w.definition for w in writers},
+                    reader_schema=reader_schema,
+                    rejected=admission.rejected,
                 )
-                .transform(flatten_decoded())
-                .transform(self._checked(flag_dropped(expectations=self.expectations)))
+            ).transform(flatten_decoded())
+            if self.changes is not None:
+                rows = rows.transform(self.changes)
+            exempt = self.exempt
+            rows = rows.transform(
+                self._checked(flag_dropped(expectations=self.expectations, exempt=exempt))
             )
             if self.expectations:
                 # analysed now (no job runs), so a bad expression names its config key
-                rows.transform(self._checked(count_violations(expectations=self.expectations)))
-            for step in self.steps:
-                rows = rows.transform(step)
+                rows.transform(
+                    self._checked(count_violations(expectations=self.expectations, exempt=exempt))
+                )
             if cache_rows:
                 rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
             yield DecodedBatch(rows, read, reader_schema)
@@ -128,13 +136,32 @@ class BatchDecoder:
             if owned:
                 source.unpersist()
 
+    @property
+    def exempt(self) -> str | None:
+        """The column marking rows the expectations skip (upsert deletes), if any."""
+        return DELETE_FLAG if self.changes is not None else None
+
+    def _seed(self, spark: SparkSession) -> None:
+        """Once: evolve on from the reader schema the table last recorded."""
+        if self._seeded or self.stored_schema is None:
+            return
+        reader, merged = ReaderSchema.seeded(self.reader.json(), self.stored_schema(spark))
+        if merged.incompatible is not None:
+            raise ConfigError(
+                f"pipelines.{self.pipeline}.decode: the configured reader schema cannot be "
+                f"read into the schema the table was written with: {merged.incompatible}"
+            )
+        for change in merged.changes:
+            log.info("%s: configured reader schema widened the table's: %s", self.pipeline, change)
+        self.reader = reader
+        self._seeded = True
+
     def _has_jvm_inflater(self, df: DataFrame) -> bool:
-        """Whether build_spark registered the JVM inflater in this session."""
-        spark = df.sparkSession
-        key = id(spark)
-        if key not in self._jvm_inflater:
-            self._jvm_inflater[key] = bool(spark.catalog.functionExists(INFLATE_ZLIB_FUNCTION))
-        return self._jvm_inflater[key]
+        """Whether build_spark registered the JVM inflater (the function registry is shared
+        by the job's session and the streaming query's clone of it)."""
+        if self._jvm_inflater is None:
+            self._jvm_inflater = bool(df.sparkSession.catalog.functionExists(INFLATE_ZLIB_FUNCTION))
+        return self._jvm_inflater
 
     def _checked(
         self, transform: Callable[[DataFrame], DataFrame]

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 from etl.commit import BatchCommitter, BatchResult
 from etl.config import PartitionField, PartitionTransform, Settings, WriteMode
 from etl.decoding import BatchDecoder
-from etl.exceptions import ConfigError
-from etl.formats import TableSpec, load_sink
+from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
 from etl.paths import local_uri
@@ -76,7 +75,6 @@ class Pipeline:
     on_result: Callable[[BatchResult], None] | None = None
     last: BatchResult | None = None
     totals: Totals = field(default_factory=Totals)
-    _seeded: bool = False
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         """Processes one micro-batch (called by Spark's foreachBatch)."""
@@ -107,7 +105,6 @@ class Pipeline:
             RegistryUnavailableError: The registry stayed unreachable (nothing committed).
         """
         started = time.monotonic()
-        self._seed_reader(batch.sparkSession)
         commit = CommitInfo(self.name, query_id, batch_id)
         with self.decoder.decode(batch) as decoded:
             result = self.committer.commit(decoded, commit, ingested_at=self.clock())
@@ -119,22 +116,10 @@ class Pipeline:
             self.on_result(result)
         return result
 
-    def _seed_reader(self, spark: SparkSession) -> None:
-        """Once per process: evolve on from the reader schema the table last recorded."""
-        if self._seeded:
-            return
-        stored = self.committer.table.latest_property(spark, READER_SCHEMA_KEY)
-        reader, merged = ReaderSchema.seeded(self.decoder.reader.json(), stored)
-        if merged.incompatible is not None:
-            raise ConfigError(
-                f"pipelines.{self.name}.decode: the configured reader schema cannot be read "
-                f"into the schema table {self.committer.table.name} was written with: "
-                f"{merged.incompatible}"
-            )
-        for change in merged.changes:
-            log.info("%s: configured reader schema widened the table's: %s", self.name, change)
-        self.decoder.reader = reader
-        self._seeded = True
+
+def stored_reader_schema(table: TableSink, spark: SparkSession) -> str | None:
+    """The reader schema the table's newest commit recorded."""
+    return table.latest_property(spark, READER_SCHEMA_KEY)
 
 
 def build_pipeline(settings: Settings, name: str) -> Pipeline:
@@ -144,9 +129,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     sink = pipeline.sink
     table_format = sink.format
     upsert = (
-        UpsertSpec(tuple(sink.key), sink.ordering)
-        if sink.mode is WriteMode.UPSERT and sink.ordering is not None
-        else None
+        UpsertSpec(tuple(sink.key), str(sink.ordering)) if sink.mode is WriteMode.UPSERT else None
     )
     table = load_sink(
         table_format,
@@ -159,16 +142,14 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             location=local_uri(sink.location) if sink.location else None,
         ),
     )
-    steps: tuple[Callable[[DataFrame], DataFrame], ...] = ()
+    changes = None
     if upsert is not None:
         deletes = sink.deletes
-        steps = (
-            mark_changes(
-                keys=upsert.keys,
-                delete_field=deletes.field if deletes else None,
-                delete_value=deletes.equals if deletes else None,
-                tombstones=bool(deletes and deletes.tombstones),
-            ),
+        changes = mark_changes(
+            keys=upsert.keys,
+            delete_field=deletes.field if deletes else None,
+            delete_value=deletes.equals if deletes else None,
+            tombstones=bool(deletes and deletes.tombstones),
         )
     dead_letter = load_sink(
         table_format,
@@ -190,7 +171,8 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             resolver,
             ReaderSchema.from_json(reader_schema),
             expectations,
-            steps,
+            changes,
+            functools.partial(stored_reader_schema, table),
         ),
         BatchCommitter(name, table, dead_letter, expectations),
     )

@@ -35,3 +35,6 @@ KAFKA_COORDINATES = (KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
 
 # upsert batches: true when the row deletes its key (a CDC delete or a Kafka tombstone)
 DELETE_FLAG = "_etl_delete"
+# upsert batches: the largest Kafka offset of the key's deletes without an ordering value
+# (tombstones) in the batch; a table row from an earlier offset is gone, whatever its ordering
+RESET_OFFSET = "_etl_reset_offset"

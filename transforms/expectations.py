@@ -41,11 +41,24 @@ def _violates(expectation: Expectation) -> Column:
     return ~F.coalesce(F.expr(expectation.expr).cast("boolean"), F.lit(False))
 
 
-def flag_dropped(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+def _checked_rows(exempt: str | None) -> Column:
+    """Rows the expectations apply to: decoded ones, minus those ``exempt`` marks."""
+    decoded = F.col(ERROR_CLASS).isNull() | (
+        F.col(ERROR_CLASS) == ErrorClass.EXPECTATION_FAILED.value
+    )
+    if exempt is None:
+        return decoded
+    return decoded & ~F.coalesce(F.col(exempt), F.lit(False))
+
+
+def flag_dropped(
+    *, expectations: Sequence[Expectation], exempt: str | None = None
+) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform marking rows that violate a ``drop`` expectation as dead letters.
 
     The first violated ``drop`` expectation (in declaration order) names the error; rows that
-    already failed earlier keep their error.
+    already failed earlier keep their error. Rows whose boolean column ``exempt`` is true are
+    not checked (upsert deletes: a tombstone has no fields to check).
     """
     drops = [e for e in expectations if e.action is Action.DROP]
 
@@ -58,7 +71,7 @@ def flag_dropped(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame]
                 _violates(expectation),
                 F.lit(f"expectation '{expectation.name}' failed: {expectation.expr}"),
             ).otherwise(message)
-        ok = F.col(ERROR_CLASS).isNull()
+        ok = F.col(ERROR_CLASS).isNull() & _checked_rows(exempt)
         return df.withColumn("_expectation_message", F.when(ok, message)).select(
             *[c for c in df.columns if c not in (ERROR_CLASS, ERROR_MESSAGE)],
             F.when(
@@ -78,25 +91,27 @@ def violation_key(expectation: Expectation) -> str:
     return expectation.name
 
 
-def violation_counts(*, expectations: Sequence[Expectation]) -> list[Column]:
+def violation_counts(
+    *, expectations: Sequence[Expectation], exempt: str | None = None
+) -> list[Column]:
     """Aggregate columns counting, per expectation, the decoded rows that violate it.
 
     For ``DataFrame.agg`` or ``DataFrame.observe``; each is a long named by
-    ``violation_key``. Rows that failed before the expectations (framing, decoding) are not
-    counted.
+    ``violation_key``. Rows that failed before the expectations (framing, decoding), and rows
+    whose boolean column ``exempt`` is true, are not counted.
     """
-    decoded = F.col(ERROR_CLASS).isNull() | (
-        F.col(ERROR_CLASS) == ErrorClass.EXPECTATION_FAILED.value
-    )
+    checked = _checked_rows(exempt)
     return [
-        F.count(F.when(decoded & _violates(e), 1)).alias(violation_key(e)) for e in expectations
+        F.count(F.when(checked & _violates(e), 1)).alias(violation_key(e)) for e in expectations
     ]
 
 
-def count_violations(*, expectations: Sequence[Expectation]) -> Callable[[DataFrame], DataFrame]:
+def count_violations(
+    *, expectations: Sequence[Expectation], exempt: str | None = None
+) -> Callable[[DataFrame], DataFrame]:
     """Returns a transform aggregating ``violation_counts`` into one row."""
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.agg(*violation_counts(expectations=expectations))
+        return df.agg(*violation_counts(expectations=expectations, exempt=exempt))
 
     return _transform

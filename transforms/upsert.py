@@ -7,7 +7,9 @@ key, by the same rule the sinks apply against the table (``etl.formats.base.newe
 the larger ordering value wins, null loses to any value, equal values go to the larger Kafka
 offset. A delete without an ordering value (every Kafka tombstone) is ordered by the Kafka
 log instead: within a batch, a key with such a delete keeps its record of the largest offset,
-and against the table such a delete removes a row written from a smaller offset.
+and carries the tombstone's offset (``RESET_OFFSET``): a table row written from a smaller
+offset is gone, so the kept record replaces it (or, being the tombstone, deletes it) whatever
+its ordering value.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from transforms.columns import DELETE_FLAG, ERROR_CLASS, ERROR_MESSAGE, KAFKA_KEY, KAFKA_OFFSET
+from transforms.columns import (
+    DELETE_FLAG,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    KAFKA_KEY,
+    KAFKA_OFFSET,
+    RESET_OFFSET,
+)
 from transforms.errors import ErrorClass
 
 _ROW = "_etl_row"
@@ -102,6 +111,9 @@ def latest_per_key(*, keys: Sequence[str], ordering: str) -> Callable[[DataFrame
         )
         return (
             df.withColumn(_LOG_ORDER, F.max(unordered_delete).over(by_key))
+            .withColumn(
+                RESET_OFFSET, F.max(F.when(unordered_delete, F.col(KAFKA_OFFSET))).over(by_key)
+            )
             .withColumn(_ROW, F.row_number().over(window))
             .where(F.col(_ROW) == 1)
             .drop(_ROW, _LOG_ORDER)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pyspark.sql import functions as F
 
 from etl.config import PartitionField, Settings, TableFormat
-from transforms.columns import DELETE_FLAG, KAFKA_OFFSET
+from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -143,9 +143,10 @@ class TableSink(abc.ABC):
 
         ``df`` holds at most one row per key (``transforms.upsert.latest_per_key``): the
         table's columns, ``KAFKA_OFFSET`` among them, plus ``DELETE_FLAG`` (true: the row
-        deletes its key; not a table column). A row replaces the table's row of its key, or
-        deletes it, only if it is newer (``newer_condition``); a row whose key the table
-        lacks is inserted unless it is a delete. So applying a batch twice changes nothing.
+        deletes its key) and ``RESET_OFFSET`` (may be absent: null), neither stored. A row
+        replaces the table's row of its key, or deletes it, only if it is newer
+        (``newer_condition``); a row whose key the table lacks is inserted unless it is a
+        delete. So applying a batch twice changes nothing.
         The commit stores ``commit.properties()`` like ``append``.
         """
 
@@ -231,13 +232,16 @@ def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> s
     """SQL: the source row is newer than the target row of its key.
 
     The larger ordering value wins; null loses to any value; equal values (nulls alike) are
-    decided by the larger Kafka offset (one key's records share a partition). A delete without
-    an ordering value (a Kafka tombstone) is ordered by the Kafka offset alone.
+    decided by the larger Kafka offset (one key's records share a partition). A tombstone
+    (a delete without an ordering value) is ordered by the Kafka offset alone, and one in the
+    batch after the table's row (``RESET_OFFSET``) makes any change of its key win.
     """
     s_ord, t_ord = f"{source}.`{ordering}`", f"{target}.`{ordering}`"
     s_off, t_off = f"{source}.`{KAFKA_OFFSET}`", f"{target}.`{KAFKA_OFFSET}`"
+    reset = f"{source}.`{RESET_OFFSET}`"
     return (
-        f"CASE WHEN {source}.`{DELETE_FLAG}` AND {s_ord} IS NULL THEN {s_off} > {t_off} "
+        f"CASE WHEN {reset} > {t_off} THEN true "
+        f"WHEN {source}.`{DELETE_FLAG}` AND {s_ord} IS NULL THEN {s_off} > {t_off} "
         f"WHEN {s_ord} <=> {t_ord} THEN {s_off} > {t_off} "
         f"WHEN {s_ord} IS NULL THEN false WHEN {t_ord} IS NULL THEN true "
         f"ELSE {s_ord} > {t_ord} END"
@@ -251,7 +255,7 @@ def merge_statement(
 
     Args:
         table: The target table as Spark SQL names it.
-        source_view: A view of the batch: ``columns`` that it has, plus ``DELETE_FLAG``.
+        source_view: A view of the batch: ``columns``, ``DELETE_FLAG`` and ``RESET_OFFSET``.
         upsert: Keys and ordering field.
         columns: The target table's columns (a column the batch lacks is set null).
     """

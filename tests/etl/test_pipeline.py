@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -30,7 +31,7 @@ from etl.decoding import BatchDecoder
 from etl.exceptions import ConfigError, ExpectationFailedError
 from etl.formats import TableSpec
 from etl.formats.iceberg import IcebergSink
-from etl.pipeline import Pipeline, build_pipeline
+from etl.pipeline import Pipeline, build_pipeline, stored_reader_schema
 from etl.registry import FileSchemas, read_avsc
 from tests.conftest import REPO, catalog_block
 from tests.orders import ORDER, spark_row
@@ -69,6 +70,7 @@ def _pipeline(
         }
     )
     expectations_ = tuple(settings.expectations)
+    table = IcebergSink(TableSpec(f"local.unit.{name}", settings.sink.partition_fields))
     return Pipeline(
         name,
         BatchDecoder(
@@ -77,10 +79,11 @@ def _pipeline(
             FileSchemas({VERSION: SCHEMA, **(schemas or {})}),
             ReaderSchema.from_json(SCHEMA),
             expectations_,
+            stored_schema=functools.partial(stored_reader_schema, table),
         ),
         BatchCommitter(
             name,
-            IcebergSink(TableSpec(f"local.unit.{name}", settings.sink.partition_fields)),
+            table,
             IcebergSink(TableSpec(f"local.unit.{name}_dlq", evolve=False)),
             expectations_,
         ),

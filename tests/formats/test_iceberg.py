@@ -94,3 +94,28 @@ def test_iceberg_upsert_tombstone_without_a_kafka_key_is_a_dead_letter(
     assert (result.read, result.written, result.dead_lettered) == (2, 1, 1)
     classes = spark.table(f"local.fmt.{name}_dlq").select("offset", "error_class").collect()
     assert [tuple(r) for r in classes] == [(1, "NULL_VALUE")]
+
+
+def test_iceberg_upsert_expectations_skip_deletes(spark: SparkSession, warehouse: Path) -> None:
+    name = "upsert_expect"
+    block = scenario.settings_block(name, f"local.fmt.{name}", f"local.fmt.{name}_dlq")
+    block["expectations"] = [{"name": "priced", "expr": "amount > 0", "action": "fail"}]
+    settings = Settings.model_validate(
+        {"catalog": catalog_block(warehouse), "pipelines": {name: block}}
+    )
+    frame = lambda body: encode_confluent(body, 7)  # noqa: E731
+    first, second = (
+        scenario.kafka_batches(SCHEMA, frame)[0],
+        [(b"o-1", None, 100)],  # a tombstone: no fields, so no amount to check
+    )
+    build_pipeline(settings, name).process(_kafka(spark, first), 0, query_id="q")
+    result = build_pipeline(settings, name).process(_kafka(spark, second), 1, query_id="q")
+
+    assert (result.read, result.written, result.dead_lettered, result.violations) == (
+        1,
+        1,
+        0,
+        {"priced": 0},
+    )
+    ids = sorted(r["order_id"] for r in _pyiceberg_rows(warehouse, name))
+    assert ids == ["o-2", "o-3", "o-4", "o-5"]
