@@ -97,10 +97,7 @@ class BatchCommitter:
         Raises:
             ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
         """
-        if any(e.action is Action.FAIL for e in self.expectations):
-            self._raise_failed(self._aggregate(decoded.rows))
         counts, committed = self.commit_table(decoded, commit)
-        self._warn(counts)
         if counts.dead:
             extra = {
                 RECORDS_READ_KEY: str(decoded.read),
@@ -128,9 +125,22 @@ class BatchCommitter:
     def commit_table(self, decoded: DecodedBatch, commit: CommitInfo) -> tuple[Counts, bool]:
         """Commits only the good rows (unless this batch landed before) and counts the batch.
 
+        ``fail`` expectations are checked first (one more pass), ``warn`` ones logged after.
+
         Returns:
             The counts and whether a table commit was made now.
+
+        Raises:
+            ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
         """
+        if any(e.action is Action.FAIL for e in self.expectations):
+            self._raise_failed(self._aggregate(decoded.rows))
+        counts, committed = self._commit_good_rows(decoded, commit)
+        self._warn(counts)
+        return counts, committed
+
+    def _commit_good_rows(self, decoded: DecodedBatch, commit: CommitInfo) -> tuple[Counts, bool]:
+        """The table commit, counting the batch on the way (see the module doc)."""
         rows = decoded.rows
         commit = commit.with_extra(
             **{RECORDS_READ_KEY: str(decoded.read), READER_SCHEMA_KEY: decoded.reader_schema}
@@ -143,8 +153,10 @@ class BatchCommitter:
             return self._aggregate(rows), False
         upsert = self.table.spec.upsert
         if upsert is not None or not self.table.reads_input_once:
-            # an upsert reads the batch more than once (the winner per key, then the MERGE)
-            cached = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            # an upsert reads the batch more than once (the winner per key, then the MERGE);
+            # rows a caller cached already (replay) stay cached for it
+            owned = not rows.storageLevel.useMemory and not rows.storageLevel.useDisk
+            cached = rows.persist(StorageLevel.MEMORY_AND_DISK) if owned else rows
             try:
                 counts = self._aggregate(cached)
                 good = cached.transform(table_rows())
@@ -156,11 +168,16 @@ class BatchCommitter:
                     ).localCheckpoint(eager=True)
                 self._append(self.table, good, commit)
             finally:
-                cached.unpersist()
+                if owned:
+                    cached.unpersist()
             return counts, True
         observation = Observation(f"etl-{self.pipeline}-{commit.batch_id}-{uuid.uuid4()}")
         observed = rows.observe(observation, *self._metrics())
-        self._append(self.table, observed.transform(table_rows()), commit)
+        try:
+            self._append(self.table, observed.transform(table_rows()), commit)
+        except Exception:
+            _unregister(getattr(observation, "_jo", None))
+            raise
         counted = _observed(observation, timeout_s=self.observe_timeout_s)
         if counted is not None and int(counted[_TOTAL]) == decoded.read:
             return self._counts(counted), True
@@ -185,8 +202,15 @@ class BatchCommitter:
             log.info("%s: batch %d already committed, skipping replay", sink.name, commit.batch_id)
             return False
         sink.prepare(rows.sparkSession, rows.drop(DELETE_FLAG, RESET_OFFSET).schema)
-        sink.write(rows, commit)
-        self._landed[(sink.name, commit.query_id)] = commit.batch_id
+        key = (sink.name, commit.query_id)
+        try:
+            sink.write(rows, commit)
+        except Exception:
+            # the commit may have landed before the error (commit state unknown): ask the
+            # table again next time instead of trusting what this process knew
+            self._landed.pop(key, None)
+            raise
+        self._landed[key] = commit.batch_id
         return True
 
     def _metrics(self) -> list[Column]:
@@ -265,6 +289,8 @@ def _observed(observation: Observation, *, timeout_s: float) -> dict[str, Any] |
 
 def _unregister(jo: Any) -> None:
     """Removes an observation's listener that will never fire (best effort)."""
+    if jo is None:
+        return
     try:
         method = jo.getClass().getDeclaredMethod("unregister", None)
         method.setAccessible(True)

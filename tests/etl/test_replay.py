@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from devtools.sample_data import orders
 from devtools.wire import encode_glue
+from etl.exceptions import ConfigError
 from etl.replay import replay_dead_letters
 from tests.etl.test_pipeline import SCHEMA, _frames, _kafka_batch, _pipeline
 
@@ -137,3 +138,53 @@ def test_replay_where_filter_limits_the_candidates(spark: SparkSession) -> None:
     assert [r[0] for r in spark.table("local.unit.replay_where").select("order_id").collect()] == [
         "o-31"
     ]
+
+
+def test_replay_resumed_after_its_commit_marks_what_it_committed_only(
+    spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "5a1e0000-0000-4000-8000-00000000002b"  # registered only after the crash
+    values = _frames(orders(2, start=50), SCHEMA, LATE) + _frames(
+        orders(1, start=52), SCHEMA, other
+    )
+    _pipeline("replay_changed").process(_kafka_batch(spark, values), 0, query_id="q")
+    first = _pipeline("replay_changed", schemas={LATE: SCHEMA})
+    dlq = first.committer.dead_letter
+    claim = dlq.update
+
+    def dies_when_marking(spark: SparkSession, *, assignments: Any, where: str) -> None:
+        if "replayed_at" in assignments:
+            raise _Crash("killed before marking")
+        claim(spark, assignments=assignments, where=where)
+
+    monkeypatch.setattr(dlq, "update", dies_when_marking)
+    with pytest.raises(_Crash):
+        replay_dead_letters(spark, first, replay_id="r1", now=NOW)
+    monkeypatch.undo()
+
+    # the third record's schema arrives before the resume: it was released, not committed,
+    # so the resume must not mark it
+    both = {LATE: SCHEMA, other: SCHEMA}
+    resumed = replay_dead_letters(spark, _pipeline("replay_changed", schemas=both), now=NOW)
+    assert (resumed.replay_id, resumed.resumed, resumed.appended, resumed.marked) == (
+        "r1",
+        True,
+        0,
+        2,
+    )
+    later = replay_dead_letters(
+        spark, _pipeline("replay_changed", schemas=both), replay_id="r2", now=NOW
+    )
+    assert (later.resumed, later.candidates, later.appended, later.marked) == (False, 1, 1, 1)
+    ids = sorted(r[0] for r in spark.table("local.unit.replay_changed").collect() if r[0])
+    assert ids == ["o-50", "o-51", "o-52"]
+
+
+def test_replay_where_must_be_one_expression(spark: SparkSession) -> None:
+    _pipeline("replay_inject").process(
+        _kafka_batch(spark, _frames(orders(1, start=60), SCHEMA, LATE)), 0, query_id="q"
+    )
+    with pytest.raises(ConfigError, match=r"^--where: expected one boolean SQL expression"):
+        replay_dead_letters(
+            spark, _pipeline("replay_inject"), now=NOW, where="offset = 0) OR (true"
+        )
