@@ -84,6 +84,8 @@ class BatchCommitter:
     observe_timeout_s: float = 30.0
     # highest batch id per (table, query id) known to have landed, read once per process
     _landed: dict[tuple[str, str], int | None] = field(default_factory=dict, repr=False)
+    # the reader schema this process last recorded in a table commit
+    _stored_schema: str | None = field(default=None, repr=False)
 
     def commit(
         self, decoded: DecodedBatch, commit: CommitInfo, *, ingested_at: dt.datetime
@@ -142,9 +144,12 @@ class BatchCommitter:
     def _commit_good_rows(self, decoded: DecodedBatch, commit: CommitInfo) -> tuple[Counts, bool]:
         """The table commit, counting the batch on the way (see the module doc)."""
         rows = decoded.rows
-        commit = commit.with_extra(
-            **{RECORDS_READ_KEY: str(decoded.read), READER_SCHEMA_KEY: decoded.reader_schema}
-        )
+        extra = {RECORDS_READ_KEY: str(decoded.read)}
+        if decoded.reader_schema != self._stored_schema:
+            # recorded when it changed (and once per process): a restart reads the newest
+            # commit carrying it, and every snapshot summary need not repeat it
+            extra[READER_SCHEMA_KEY] = decoded.reader_schema
+        commit = commit.with_extra(**extra)
         # an all-failed batch skips the table commit (it would be empty); finding the first
         # good row is a small job
         if self.landed(self.table, rows.sparkSession, commit) or not rows.transform(
@@ -197,7 +202,7 @@ class BatchCommitter:
         return last is not None and commit.batch_id <= last
 
     def _append(self, sink: TableSink, rows: DataFrame, commit: CommitInfo) -> bool:
-        """Appends unless the batch landed before; True if it committed now."""
+        """Writes unless the batch landed before; True if it committed now."""
         if self.landed(sink, rows.sparkSession, commit):
             log.info("%s: batch %d already committed, skipping replay", sink.name, commit.batch_id)
             return False
@@ -211,6 +216,8 @@ class BatchCommitter:
             self._landed.pop(key, None)
             raise
         self._landed[key] = commit.batch_id
+        if sink is self.table and READER_SCHEMA_KEY in commit.extra:
+            self._stored_schema = commit.extra[READER_SCHEMA_KEY]
         return True
 
     def _metrics(self) -> list[Column]:

@@ -493,6 +493,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tables_in_their_catalog(self) -> Settings:
+        _check_distinct_places(self.pipelines)
         for name, pipeline in self.pipelines.items():
             if pipeline.sink.format is not TableFormat.ICEBERG:
                 _check_path_tables(name, pipeline)
@@ -519,6 +520,24 @@ class Settings(BaseSettings):
         except KeyError:
             known = ", ".join(sorted(self.pipelines))
             raise ConfigError(f"pipelines.{name}: no such pipeline (known: {known})") from None
+
+
+def _check_distinct_places(pipelines: Mapping[str, PipelineSettings]) -> None:
+    """No two writers share a table or a checkpoint (their commits would mix up the batch
+    bookkeeping: a dead-letter append taken for a replay of the table's, for one)."""
+    seen: dict[str, str] = {}
+    for name, pipeline in pipelines.items():
+        places = {
+            f"pipelines.{name}.sink.table": f"table {pipeline.sink.table}",
+            f"pipelines.{name}.dead_letter.table": f"table {pipeline.dead_letter.table}",
+            f"pipelines.{name}.checkpoint": f"checkpoint {pipeline.checkpoint}",
+        }
+        for key, place in places.items():
+            if place in seen:
+                raise ValueError(
+                    f"{key}: expected its own {place.split()[0]}, found the one of {seen[place]}"
+                )
+            seen[place] = key
 
 
 def _check_path_tables(name: str, pipeline: PipelineSettings) -> None:

@@ -87,7 +87,7 @@ class CommitInfo:
         }
 
     def with_extra(self, **extra: str) -> CommitInfo:
-        """The same commit with more key/values (keys given with ``_`` for ``-``)."""
+        """The same commit with more key/values (pass keys with dots as ``**{key: value}``)."""
         return CommitInfo(self.pipeline, self.query_id, self.batch_id, {**self.extra, **extra})
 
 

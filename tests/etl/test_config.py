@@ -549,6 +549,14 @@ INVALID: list[Any] = [
         id="format-not-supported-yet",
     ),
     pytest.param(
+        lambda c: _orders(c)["dead_letter"].update(table="local.shop.orders"),
+        [
+            "pipelines.orders.dead_letter.table: expected its own table, found the one of "
+            "pipelines.orders.sink.table"
+        ],
+        id="dead-letters-in-the-sink-table",
+    ),
+    pytest.param(
         lambda c: _orders(c)["sink"].update(mode="upsert", key=["order_id"]),
         [
             "pipelines.orders.sink: Value error, mode upsert needs `key` (one or more fields) "

@@ -78,18 +78,24 @@ class IcebergSink(TableSink):
             for operation in ("merge", "update", "delete"):
                 properties.setdefault(f"write.{operation}.mode", mode)
         if properties:
-            props = ", ".join(f"'{k}'='{v}'" for k, v in sorted(properties.items()))
+            props = ", ".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(properties.items()))
             statement += f" TBLPROPERTIES ({props})"
         try:
             spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
             spark.sql(statement)
+            # a table made before (elsewhere, or by an older config) follows the spec: the
+            # write modes and whether it accepts any schema are re-applied at each start
             current = {
                 r["key"]: r["value"]
                 for r in spark.sql(f"SHOW TBLPROPERTIES {self.spec.table}").collect()
             }
-            if accept_any and current.get(EVOLVE_PROPERTY) != "true":  # made elsewhere
+            changed = {k: v for k, v in properties.items() if current.get(k) != v}
+            if changed:
+                sets = ", ".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(changed.items()))
+                spark.sql(f"ALTER TABLE {self.spec.table} SET TBLPROPERTIES ({sets})")
+            if not accept_any and current.get(EVOLVE_PROPERTY) == "true":
                 spark.sql(
-                    f"ALTER TABLE {self.spec.table} SET TBLPROPERTIES ('{EVOLVE_PROPERTY}'='true')"
+                    f"ALTER TABLE {self.spec.table} UNSET TBLPROPERTIES ({_quote(EVOLVE_PROPERTY)})"
                 )
         except Exception as err:
             raise SinkError(f"{self.spec.table}: cannot create table: {err}") from err
@@ -99,9 +105,17 @@ class IcebergSink(TableSink):
         return bool(spark.catalog.tableExists(self.spec.table))
 
     def commit_history(self, spark: SparkSession) -> DataFrame:
-        """The live snapshots with their summaries."""
-        return spark.table(f"{self.spec.table}.snapshots").select(
-            F.col("committed_at").alias(COMMITTED_AT), F.col("summary").alias(PROPERTIES)
+        """The live snapshots in the table's current lineage, with their summaries (a
+        snapshot rolled back is not a commit of the table any more)."""
+        lineage = (
+            spark.table(f"{self.spec.table}.history")
+            .where(F.col("is_current_ancestor"))
+            .select("snapshot_id")
+        )
+        return (
+            spark.table(f"{self.spec.table}.snapshots")
+            .join(lineage, "snapshot_id")
+            .select(F.col("committed_at").alias(COMMITTED_AT), F.col("summary").alias(PROPERTIES))
         )
 
     def append(self, df: DataFrame, commit: CommitInfo) -> None:
@@ -225,3 +239,8 @@ class _JavaCallable:
 
     class Java:
         implements: ClassVar[list[str]] = ["java.util.concurrent.Callable"]
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
