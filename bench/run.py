@@ -7,9 +7,9 @@ zlib), warms the JVM up on a small topic, then measures on the same data:
 - ``kafka_noop``         Spark's Kafka source into the no-op sink (the upper limit);
 - ``kafka_noop_stream``  the same as an availableNow stream with the e2e batch size;
 - ``native_from_avro``   ``from_avro`` over cached bare v1 bodies (the decode limit);
-- ``ours_decode``        ``BatchProcessor.decoded`` + ``table_rows`` over the cached framed
+- ``ours_decode``        ``BatchDecoder.decode`` + ``table_rows`` over the cached framed
                          records, into no-op (framing, registry, zlib, decode, routing);
-- ``ours_process``       ``BatchProcessor.process`` over the cached records, no-op sinks;
+- ``ours_process``       ``Pipeline.process`` over the cached records, no-op sinks;
 - ``python_udf_decode``  a naive fastavro ``@udf`` over the cached framed records;
 - ``decode_breakdown``   the steps inside ``ours_decode`` timed one by one (scan, framing,
                          schema-id scan, decode with / without the Kafka metadata columns);
@@ -584,7 +584,7 @@ def summarize(
         "e2e_vs_write_limit_ratio": ratio("e2e_iceberg", "iceberg_write_limit"),
         "commit_latency_p50_s": _round(e2e.get("commit_latency_p50_s")),
         "commit_latency_p95_s": _round(e2e.get("commit_latency_p95_s")),
-        "commit_latency_measures": "wall time of each BatchProcessor.process call (one "
+        "commit_latency_measures": "wall time of each Pipeline.process call (one "
         "micro-batch: frame, registry, decode, counts, Iceberg write + commit)",
         "iceberg_append_p50_s": _round(e2e.get("append_p50_s")),
         "iceberg_append_p95_s": _round(e2e.get("append_p95_s")),
