@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, LongType, StructType
 
 from etl.config import PartitionField, Settings, TableFormat
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,20 @@ def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> s
         f"WHEN {s_ord} <=> {t_ord} THEN {s_off} > {t_off} "
         f"WHEN {s_ord} IS NULL THEN false WHEN {t_ord} IS NULL THEN true "
         f"ELSE {s_ord} > {t_ord} END"
+    )
+
+
+def upsert_source(df: DataFrame, target: StructType) -> DataFrame:
+    """An upsert batch shaped as ``merge_statement``'s source: the target table's columns (null
+    where the batch has none), ``DELETE_FLAG`` and ``RESET_OFFSET`` (null when absent)."""
+
+    def column(name: str, data_type: DataType) -> Column:
+        return F.col(name) if name in df.columns else F.lit(None).cast(data_type).alias(name)
+
+    return df.select(
+        *[column(f.name, f.dataType) for f in target.fields],
+        DELETE_FLAG,
+        column(RESET_OFFSET, LongType()),
     )
 
 

@@ -19,12 +19,19 @@ from pyspark.sql.types import (
 
 from etl.config import PartitionField, PartitionTransform
 from etl.exceptions import SinkError
-from etl.formats.base import COMMITTED_AT, PROPERTIES, CommitInfo, TableSink, merge_statement
+from etl.formats.base import (
+    COMMITTED_AT,
+    PROPERTIES,
+    CommitInfo,
+    TableSink,
+    merge_statement,
+    upsert_source,
+)
 from transforms.columns import DELETE_FLAG, RESET_OFFSET
 from transforms.schema import nullable, to_ddl
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 # Let each write add columns and widen types the way the evolved reader schema does
@@ -134,14 +141,7 @@ class IcebergSink(TableSink):
             self._evolve_to(spark, df.drop(DELETE_FLAG, RESET_OFFSET).schema)
         target = spark.table(self.spec.table).schema
 
-        def column(name: str, data_type: DataType) -> Column:
-            return F.col(name) if name in df.columns else F.lit(None).cast(data_type).alias(name)
-
-        source = df.select(
-            *[column(f.name, f.dataType) for f in target.fields],
-            DELETE_FLAG,
-            column(RESET_OFFSET, LongType()),
-        )
+        source = upsert_source(df, target)
         view = f"_etl_upsert_{uuid.uuid4().hex}"
         source.createOrReplaceTempView(view)
         try:
