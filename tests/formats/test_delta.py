@@ -18,6 +18,7 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
 from devtools.sample_data import orders
 from devtools.wire import encode_glue
@@ -25,7 +26,13 @@ from etl.config import PartitionField, PartitionTransform, Settings, TableFormat
 from etl.exceptions import SinkError
 from etl.formats import CommitInfo, TableSpec, load_sink
 from etl.formats.base import UpsertSpec
-from etl.formats.delta.sink import USER_METADATA_CONF, DeltaSink
+from etl.formats.delta.sink import (
+    USER_METADATA_CONF,
+    DeltaSink,
+    GeneratedColumn,
+    partition_columns,
+    schema_changes,
+)
 from etl.pipeline import Pipeline, build_pipeline
 from etl.registry import FileSchemas
 from etl.replay import replay_dead_letters
@@ -384,3 +391,41 @@ def test_replay_dead_letters_into_a_delta_table(spark: SparkSession, tmp_path: P
         # still failing: released, unmarked
         (5, "UNKNOWN_SCHEMA", None, None),
     ]
+
+
+def test_partition_columns_generate_time_partitions_and_refuse_bucket() -> None:
+    names, generated = partition_columns(
+        (PartitionField("ts", PartitionTransform.HOUR), PartitionField("country"))
+    )
+    assert names == ["ts_hour", "country"]
+    assert generated == [
+        GeneratedColumn("ts_hour", StringType(), "DATE_FORMAT(`ts`, 'yyyy-MM-dd-HH')")
+    ]
+    with pytest.raises(
+        SinkError,
+        match=r"^expected a column or year/month/day/hour\(column\) for a delta table, "
+        r"found bucket\(16, id\)$",
+    ):
+        partition_columns((PartitionField("id", PartitionTransform.BUCKET, 16),))
+
+
+def test_schema_changes_finds_added_and_changed_columns_at_any_depth(
+    spark: SparkSession,
+) -> None:
+    table = spark.createDataFrame(
+        [], "id int, s struct<x: int>, arr array<struct<p: int>>, m map<string, float>, d date"
+    ).schema
+    batch = spark.createDataFrame(
+        [],
+        "id bigint, s struct<x: int, y: string>, arr array<struct<p: int, q: string>>, "
+        "m map<string, double>, extra string",
+    ).schema
+
+    added, changed = schema_changes(table, batch)
+
+    assert added == [
+        ("`s`.`y`", "string"),
+        ("`arr`.element.`q`", "string"),
+        ("`extra`", "string"),
+    ]
+    assert changed == [("`id`", "int", "bigint"), ("`m`.value", "float", "double")]

@@ -89,7 +89,7 @@ def partition_columns(
             continue
         if field.transform not in _GENERATED:
             raise SinkError(
-                f"delta partitions by a column or year/month/day/hour(column), found "
+                "expected a column or year/month/day/hour(column) for a delta table, found "
                 f"{field.transform.value}({field.width}, {field.column})"
             )
         suffix, expression, data_type = _GENERATED[field.transform]
@@ -136,8 +136,8 @@ class DeltaSink(TableSink):
         clashes = sorted({c.name for c in generated} & set(schema.fieldNames()))
         if clashes:
             raise SinkError(
-                f"{self.name}: the partition column(s) {', '.join(clashes)} would be generated, "
-                "but the batch has columns of that name"
+                f"{self.name}: expected no batch column named {', '.join(clashes)} (Delta "
+                "generates it for a time partition), found one"
             )
         try:
             if not DeltaTable.isDeltaTable(spark, self.location):
