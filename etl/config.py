@@ -19,7 +19,15 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -137,7 +145,7 @@ class TableFormat(enum.StrEnum):
 
 
 # formats this build has a sink for; the others are rejected at config time, naming the key
-SUPPORTED_FORMATS = frozenset({TableFormat.ICEBERG})
+SUPPORTED_FORMATS = frozenset({TableFormat.ICEBERG, TableFormat.DELTA})
 
 
 class PartitionTransform(enum.StrEnum):
@@ -151,6 +159,12 @@ class PartitionTransform(enum.StrEnum):
     BUCKET = "bucket"
     TRUNCATE = "truncate"
 
+
+# what a format cannot partition by: Delta has no hidden partitioning (time transforms become
+# generated columns, see etl.formats.delta) and nothing for bucket or truncate
+_UNSUPPORTED_TRANSFORMS = {
+    TableFormat.DELTA: frozenset({PartitionTransform.BUCKET, PartitionTransform.TRUNCATE}),
+}
 
 _TRANSFORM_SPELLINGS = {
     "years": PartitionTransform.YEAR,
@@ -346,9 +360,15 @@ class SinkSettings(TableSettings):
 
     @field_validator("partition_by")
     @classmethod
-    def _parse_partitions(cls, value: list[str]) -> list[str]:
+    def _parse_partitions(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        fmt = info.data.get("format")  # absent when the format itself was invalid
+        unsupported = _UNSUPPORTED_TRANSFORMS.get(fmt, frozenset()) if fmt else frozenset()
         for text in value:
-            PartitionField.parse(text)
+            if PartitionField.parse(text).transform in unsupported:
+                raise ValueError(
+                    f"expected a column or year/month/day/hour(column) for a {fmt} table, "
+                    f"found {text!r}"
+                )
         return value
 
     @property

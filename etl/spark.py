@@ -55,7 +55,12 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
         classpath = ":".join(str(jar.resolve()) for jar in jars)
         conf["spark.driver.extraClassPath"] = classpath
         conf["spark.executor.extraClassPath"] = classpath
-    supports = [table_format(f) for f in (formats_used(settings) if formats is None else formats)]
+    hosted = formats_used(settings) if formats is None else list(formats)
+    # Delta's extension goes first: Iceberg 1.10's row-lineage rule fails (scala.MatchError)
+    # on an UPDATE of any non-Iceberg table it sees before Delta's own rule has planned it
+    # (apache/iceberg#15040); in this order Delta's rule rewrites the UPDATE first
+    hosted.sort(key=lambda f: f is not TableFormat.DELTA)
+    supports = [table_format(f) for f in hosted]
     extensions = [e for support in supports for e in support.extensions]
     if extensions:
         conf["spark.sql.extensions"] = ",".join(extensions)

@@ -26,9 +26,13 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(warehouse: Path) -> Iterator[object]:
-    """The one SparkSession: local[2], 2 shuffle partitions, UI off, Maven-resolved jars."""
-    from etl.config import Settings
+def spark(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The one SparkSession: local[2], 2 shuffle partitions, UI off, Maven-resolved jars.
+
+    It hosts Iceberg (the ``local`` catalog) and Delta (the session catalog) at once, as a
+    job writing both formats does.
+    """
+    from etl.config import Settings, TableFormat
     from etl.spark import build_spark
 
     settings = Settings.model_validate(
@@ -43,13 +47,17 @@ def spark(warehouse: Path) -> Iterator[object]:
                     "spark.sql.streaming.stopTimeout": "30s",
                     "spark.default.parallelism": "2",
                     "spark.driver.memory": "2g",
+                    # Delta rebuilds table state in 50 partitions by default: tiny tasks here
+                    "spark.databricks.delta.snapshotPartitions": "2",
+                    # databases of the session catalog (Delta tables keep their own locations)
+                    "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-catalog")),
                 },
             },
             "catalog": catalog_block(warehouse),
             "pipelines": {"unused": _dummy_pipeline()},
         }
     )
-    session = build_spark(settings)
+    session = build_spark(settings, formats=[TableFormat.ICEBERG, TableFormat.DELTA])
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -25,6 +25,7 @@ __all__ = [
 
 _REGISTRY: dict[TableFormat, str] = {
     TableFormat.ICEBERG: "etl.formats.iceberg:IcebergFormat",
+    TableFormat.DELTA: "etl.formats.delta:DeltaFormat",
 }
 
 

@@ -11,7 +11,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from etl.config import AuthMode, PipelineSettings, Settings, load_settings
+from etl.config import (
+    AuthMode,
+    PartitionField,
+    PartitionTransform,
+    PipelineSettings,
+    Settings,
+    load_settings,
+)
 from etl.exceptions import ConfigError
 from tests.conftest import REPO
 
@@ -109,6 +116,15 @@ def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 def _orders(config: dict[str, Any]) -> dict[str, Any]:
     pipeline: dict[str, Any] = config["pipelines"]["orders"]
+    return pipeline
+
+
+def _delta(config: dict[str, Any], **sink: Any) -> dict[str, Any]:
+    """Turns the orders pipeline into a valid Delta one, then applies ``sink`` keys."""
+    pipeline = _orders(config)
+    pipeline["sink"].update(format="delta", table="shop.orders", location="/lake/orders")
+    pipeline["dead_letter"].update(table="shop.orders_dlq", location="/lake/orders_dlq")
+    pipeline["sink"].update(sink)
     return pipeline
 
 
@@ -543,8 +559,8 @@ INVALID: list[Any] = [
     pytest.param(
         lambda c: _orders(c)["sink"].update(format="hudi"),
         [
-            "pipelines.orders.sink.format: Value error, expected one of iceberg (supported "
-            "by this build), found hudi"
+            "pipelines.orders.sink.format: Value error, expected one of delta, iceberg "
+            "(supported by this build), found hudi"
         ],
         id="format-not-supported-yet",
     ),
@@ -628,6 +644,35 @@ INVALID: list[Any] = [
             "found 'bucket(customer_id)'"
         ],
         id="bucket-without-count",
+    ),
+    pytest.param(
+        lambda c: _delta(c, partition_by=["days(order_ts)", "bucket(16, customer_id)"]),
+        [
+            "pipelines.orders.sink.partition_by: Value error, expected a column or "
+            "year/month/day/hour(column) for a delta table, found 'bucket(16, customer_id)'"
+        ],
+        id="delta-bucket-partition",
+    ),
+    pytest.param(
+        lambda c: _delta(c, partition_by=["truncate(4, order_id)"]),
+        [
+            "pipelines.orders.sink.partition_by: Value error, expected a column or "
+            "year/month/day/hour(column) for a delta table, found 'truncate(4, order_id)'"
+        ],
+        id="delta-truncate-partition",
+    ),
+    pytest.param(
+        lambda c: _delta(c, location=None),
+        ["pipelines.orders.sink.location: a delta table needs a location (found none)"],
+        id="delta-without-location",
+    ),
+    pytest.param(
+        lambda c: _delta(c, table="local.shop.orders"),
+        [
+            "pipelines.orders.sink.table: expected `database.table` for a delta table, "
+            "found 'local.shop.orders'"
+        ],
+        id="delta-table-in-a-catalog",
     ),
     pytest.param(
         lambda c: _orders(c).update(expectations=[{"name": "Bad-Name", "expr": "x > 0"}]),
@@ -856,6 +901,20 @@ def test_load_settings_minimal_config_fills_defaults(tmp_path: Path) -> None:
             "expectations": [],
         }
     )
+
+
+def test_load_settings_delta_pipeline_with_time_partitions(tmp_path: Path) -> None:
+    config = _minimal()
+    _delta(config, partition_by=["days(order_ts)", "currency"], delta={"deletion_vectors": True})
+
+    sink = load_settings(_write(tmp_path, config), env={}).pipeline("orders").sink
+
+    assert (sink.format, sink.table, sink.location) == ("delta", "shop.orders", "/lake/orders")
+    assert sink.partition_fields == (
+        PartitionField("order_ts", PartitionTransform.DAY),
+        PartitionField("currency"),
+    )
+    assert sink.format_options == {"deletion_vectors": True}
 
 
 @pytest.mark.parametrize("table", ["local..orders", "local.shop.", ".shop.orders"])

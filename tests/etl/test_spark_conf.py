@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from etl.config import Settings, load_settings
+from etl.config import Settings, TableFormat, load_settings
 from etl.exceptions import ConfigError
 from etl.paths import local_uri
 from etl.spark import spark_conf
@@ -215,3 +215,20 @@ def test_local_uri_makes_relative_paths_absolute_file_uris(
         "s3://b/wh",
         "file:/x",
     ]
+
+
+def test_spark_conf_delta_beside_iceberg_puts_delta_extension_first() -> None:
+    settings = _settings({"name": "local", "type": "hadoop", "warehouse": "file:///data/warehouse"})
+
+    conf = spark_conf(settings, formats=[TableFormat.ICEBERG, TableFormat.DELTA])
+
+    # Iceberg 1.10's row-lineage rule breaks UPDATE on Delta tables unless Delta's rule runs
+    # first (apache/iceberg#15040)
+    assert conf["spark.sql.extensions"] == (
+        "io.delta.sql.DeltaSparkSessionExtension,"
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+    )
+    assert conf["spark.sql.catalog.spark_catalog"] == (
+        "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    )
+    assert conf["spark.sql.catalog.local"] == "org.apache.iceberg.spark.SparkCatalog"

@@ -1,0 +1,27 @@
+"""Delta Lake: tables in Spark's session catalog (``database.table``), registered by location."""
+
+from __future__ import annotations
+
+from etl.config import Settings, TableFormat
+from etl.formats.base import TableFormatSupport, TableSink, TableSpec
+from etl.formats.delta.sink import DeltaSink
+
+__all__ = ["DeltaFormat", "DeltaSink"]
+
+EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
+CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+class DeltaFormat(TableFormatSupport):
+    """Delta's session extension and session catalog, and its sink."""
+
+    format = TableFormat.DELTA
+    extensions = (EXTENSIONS,)
+
+    def session_conf(self, settings: Settings) -> dict[str, str]:
+        """Makes Spark's session catalog Delta's (Iceberg keeps its own named catalog)."""
+        return {"spark.sql.catalog.spark_catalog": CATALOG}
+
+    def sink(self, spec: TableSpec) -> TableSink:
+        """A Delta sink for the table."""
+        return DeltaSink(spec)
