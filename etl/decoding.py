@@ -145,7 +145,9 @@ class BatchDecoder:
         """Once: evolve on from the reader schema the table last recorded."""
         if self._seeded or self.stored_schema is None:
             return
-        reader, merged = ReaderSchema.seeded(self.reader.json(), self.stored_schema(spark))
+        reader, merged = ReaderSchema.seeded(
+            self.reader.json(), self.stored_schema(spark), widen=self.reader.widen
+        )
         if merged.incompatible is not None:
             raise ConfigError(
                 f"pipelines.{self.pipeline}.decode: the configured reader schema cannot be "

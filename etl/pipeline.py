@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from etl.commit import BatchCommitter, BatchResult
 from etl.config import PartitionField, PartitionTransform, Settings, WriteMode
 from etl.decoding import BatchDecoder
-from etl.formats import TableSink, TableSpec, load_sink
+from etl.formats import TableSink, TableSpec, load_sink, table_format
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
 from etl.paths import local_uri
@@ -127,12 +127,12 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     pipeline = settings.pipeline(name)
     resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
     sink = pipeline.sink
-    table_format = sink.format
+    support = table_format(sink.format)
     upsert = (
         UpsertSpec(tuple(sink.key), str(sink.ordering)) if sink.mode is WriteMode.UPSERT else None
     )
     table = load_sink(
-        table_format,
+        sink.format,
         TableSpec(
             sink.table,
             sink.partition_fields,
@@ -152,7 +152,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             tombstones=bool(deletes and deletes.tombstones),
         )
     dead_letter = load_sink(
-        table_format,
+        sink.format,
         TableSpec(
             pipeline.dead_letter.table,
             DEAD_LETTER_PARTITIONING,
@@ -169,7 +169,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             name,
             pipeline.decode,
             resolver,
-            ReaderSchema.from_json(reader_schema),
+            ReaderSchema.from_json(reader_schema, widen=support.widens_types),
             expectations,
             changes,
             functools.partial(stored_reader_schema, table),

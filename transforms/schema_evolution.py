@@ -82,14 +82,18 @@ class ReaderSchema:
     schema: dict[str, Any]
     admitted: set[str] = field(default_factory=set)
     rejected: dict[str, str] = field(default_factory=dict)
+    # whether the table format can widen column types (see ``merge``)
+    widen: bool = True
 
     @classmethod
-    def from_json(cls, text: str) -> ReaderSchema:
+    def from_json(cls, text: str, *, widen: bool = True) -> ReaderSchema:
         """Starts from a reader schema."""
-        return cls(json.loads(text))
+        return cls(json.loads(text), widen=widen)
 
     @classmethod
-    def seeded(cls, configured: str, stored: str | None) -> tuple[ReaderSchema, Merged]:
+    def seeded(
+        cls, configured: str, stored: str | None, *, widen: bool = True
+    ) -> tuple[ReaderSchema, Merged]:
         """Starts from the table's stored reader schema, widened by the configured one.
 
         Args:
@@ -101,9 +105,9 @@ class ReaderSchema:
             (``incompatible`` set when it cannot be: the caller decides how to fail).
         """
         if stored is None:
-            return cls.from_json(configured), Merged(json.loads(configured))
-        merged = merge(json.loads(stored), json.loads(configured))
-        return cls(merged.schema), merged
+            return cls.from_json(configured, widen=widen), Merged(json.loads(configured))
+        merged = merge(json.loads(stored), json.loads(configured), widen=widen)
+        return cls(merged.schema, widen=widen), merged
 
     def json(self) -> str:
         """The current reader schema as JSON."""
@@ -119,7 +123,7 @@ class ReaderSchema:
         for writer in ordered:
             if writer.version_id in self.admitted or writer.version_id in self.rejected:
                 continue
-            merged = merge(self.schema, json.loads(writer.definition))
+            merged = merge(self.schema, json.loads(writer.definition), widen=self.widen)
             if merged.incompatible is not None:
                 self.rejected[writer.version_id] = merged.incompatible
                 continue
@@ -130,12 +134,14 @@ class ReaderSchema:
         return Admission(tuple(changes), {v: r for v, r in self.rejected.items() if v in ids})
 
 
-def merge(reader: dict[str, Any], writer: dict[str, Any]) -> Merged:
+def merge(reader: dict[str, Any], writer: dict[str, Any], *, widen: bool = True) -> Merged:
     """Folds a writer schema into a reader schema.
 
     Args:
         reader: The current reader (table) schema, an Avro record.
         writer: A writer schema version, an Avro record.
+        widen: Whether the table can widen column types (int -> long, float -> double, decimal
+            precision); if not, a writer needing it is incompatible.
 
     Returns:
         The widened reader and the list of changes, or the reason it cannot be done.
@@ -143,18 +149,22 @@ def merge(reader: dict[str, Any], writer: dict[str, Any]) -> Merged:
     changes: list[str] = []
     try:
         merged = _merge(
-            copy.deepcopy(reader), writer, path=reader.get("name", "record"), changes=changes
+            copy.deepcopy(reader),
+            writer,
+            path=reader.get("name", "record"),
+            changes=changes,
+            widen=widen,
         )
     except _Incompatible as err:
         return Merged(reader, incompatible=str(err))
     return Merged(merged, tuple(changes))
 
 
-def _merge(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
+def _merge(r: Any, w: Any, *, path: str, changes: list[str], widen: bool) -> Any:
     """Merges one (possibly union) type position."""
     r_null, r_base = _split_null(r)
     w_null, w_base = _split_null(w)
-    base = _merge_base(r_base, w_base, path=path, changes=changes)
+    base = _merge_base(r_base, w_base, path=path, changes=changes, widen=widen)
     if w_null and not r_null:
         changes.append(f"{path}: now nullable")
         return [base, "null"]
@@ -163,7 +173,7 @@ def _merge(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
     return base
 
 
-def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
+def _merge_base(r: Any, w: Any, *, path: str, changes: list[str], widen: bool) -> Any:
     """Merges two non-null, non-union types."""
     if _is_reference(r) or _is_reference(w):
         # a named type used again by name: its definition was merged where it first appeared
@@ -181,18 +191,22 @@ def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
             f"{path}: logical type changed from {r_logical or r_kind} to {w_logical or w_kind}"
         )
     if r_logical == "decimal":
-        return _merge_decimal(r, w, path=path, changes=changes)
+        return _merge_decimal(r, w, path=path, changes=changes, widen=widen)
     if r_kind in _PRIMITIVES and w_kind in _PRIMITIVES:
         if r_kind == w_kind or (w_kind, r_kind) in _PROMOTES:
             return r
         if (r_kind, w_kind) in _WIDENS:
+            if not widen:
+                raise _Incompatible(
+                    f"{path}: widening {r_kind} -> {w_kind} is not supported by the table format"
+                )
             changes.append(f"{path}: widened {r_kind} -> {w_kind}")
             return w if isinstance(r, str) else {**r, "type": w_kind}
         raise _Incompatible(f"{path}: type changed from {r_kind} to {w_kind}")
     if r_kind != w_kind:
         raise _Incompatible(f"{path}: type changed from {r_kind} to {w_kind}")
     if r_kind == "record":
-        return _merge_record(r, w, path=path, changes=changes)
+        return _merge_record(r, w, path=path, changes=changes, widen=widen)
     if r_kind == "enum":
         new = [s for s in w["symbols"] if s not in r["symbols"]]
         if new:
@@ -200,18 +214,25 @@ def _merge_base(r: Any, w: Any, *, path: str, changes: list[str]) -> Any:
             return {**r, "symbols": [*r["symbols"], *new]}
         return r
     if r_kind == "array":
-        return {**r, "items": _merge(r["items"], w["items"], path=f"{path}[]", changes=changes)}
+        return {
+            **r,
+            "items": _merge(r["items"], w["items"], path=f"{path}[]", changes=changes, widen=widen),
+        }
     if r_kind == "map":
         return {
             **r,
-            "values": _merge(r["values"], w["values"], path=f"{path}{{}}", changes=changes),
+            "values": _merge(
+                r["values"], w["values"], path=f"{path}{{}}", changes=changes, widen=widen
+            ),
         }
     if r_kind == "fixed" and r.get("size") != w.get("size"):
         raise _Incompatible(f"{path}: fixed size changed from {r['size']} to {w['size']}")
     return r
 
 
-def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: list[str]) -> Any:
+def _merge_record(
+    r: dict[str, Any], w: dict[str, Any], *, path: str, changes: list[str], widen: bool
+) -> Any:
     """Merges records field by field, adding writer-only fields as optional."""
     w_fields = {f["name"]: f for f in w["fields"]}
     fields = []
@@ -219,7 +240,11 @@ def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: l
         name = rf["name"]
         if name in w_fields:
             merged = _merge(
-                rf["type"], w_fields[name]["type"], path=f"{path}.{name}", changes=changes
+                rf["type"],
+                w_fields[name]["type"],
+                path=f"{path}.{name}",
+                changes=changes,
+                widen=widen,
             )
             fields.append({**rf, "type": merged})
         elif "default" in rf:
@@ -238,13 +263,20 @@ def _merge_record(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: l
     return {**r, "fields": fields}
 
 
-def _merge_decimal(r: dict[str, Any], w: dict[str, Any], *, path: str, changes: list[str]) -> Any:
+def _merge_decimal(
+    r: dict[str, Any], w: dict[str, Any], *, path: str, changes: list[str], widen: bool
+) -> Any:
     """Decimals: same scale; the reader takes the larger precision."""
     if r.get("scale", 0) != w.get("scale", 0):
         raise _Incompatible(
             f"{path}: decimal scale changed from {r.get('scale', 0)} to {w.get('scale', 0)}"
         )
     if w["precision"] > r["precision"]:
+        if not widen:
+            raise _Incompatible(
+                f"{path}: widening decimal precision {r['precision']} -> {w['precision']} is "
+                "not supported by the table format"
+            )
         changes.append(f"{path}: decimal precision widened {r['precision']} -> {w['precision']}")
         return {**r, "precision": w["precision"]}
     return r

@@ -218,6 +218,9 @@ class TableFormatSupport(abc.ABC):
     format: ClassVar[TableFormat]
     # Spark SQL extensions the format needs (joined into spark.sql.extensions)
     extensions: ClassVar[tuple[str, ...]] = ()
+    # whether tables can widen column types in place (int -> long, float -> double, decimal
+    # precision); if not, a schema version needing it is dead-lettered as INCOMPATIBLE_SCHEMA
+    widens_types: ClassVar[bool] = True
 
     @abc.abstractmethod
     def session_conf(self, settings: Settings) -> dict[str, str]:

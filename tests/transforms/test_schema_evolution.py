@@ -187,3 +187,16 @@ def _ok(merged: Merged) -> tuple[dict[str, Any], list[str]]:
     """The schema and changes of a compatible merge."""
     assert merged.incompatible is None, merged.incompatible
     return merged.schema, list(merged.changes)
+
+
+def test_merge_without_widening_makes_a_widening_writer_incompatible() -> None:
+    reader = _record({"name": "n", "type": "int"})
+    writer = _record({"name": "n", "type": "long"}, {"name": "extra", "type": "string"})
+    assert merge(reader, writer, widen=False) == Merged(
+        reader, incompatible="Ev.n: widening int -> long is not supported by the table format"
+    )
+    # adding fields still works
+    added = merge(
+        reader, _record({"name": "n", "type": "int"}, {"name": "x", "type": "string"}), widen=False
+    )
+    assert added.incompatible is None and added.changes == ("Ev.x: added",)

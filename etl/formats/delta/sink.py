@@ -34,8 +34,15 @@ from pyspark.sql.types import (
 
 from etl.config import PartitionField, PartitionTransform
 from etl.exceptions import SinkError
-from etl.formats.base import COMMITTED_AT, PROPERTIES, CommitInfo, TableSink, merge_statement
-from transforms.columns import DELETE_FLAG
+from etl.formats.base import (
+    COMMITTED_AT,
+    PROPERTIES,
+    CommitInfo,
+    TableSink,
+    merge_statement,
+    upsert_source,
+)
+from transforms.columns import DELETE_FLAG, RESET_OFFSET
 from transforms.schema import nullable
 
 if TYPE_CHECKING:
@@ -284,22 +291,14 @@ class DeltaSink(TableSink):
         spark = df.sparkSession
         upsert = self.spec.upsert
         assert upsert is not None, "upsert() on a table declared append"
-        added = self._check_fits(spark, df.drop(DELETE_FLAG).schema)
+        added = self._check_fits(spark, df.drop(DELETE_FLAG, RESET_OFFSET).schema)
         if added:
             columns = ", ".join(f"{path} {data_type}" for path, data_type in added)
             spark.sql(f"ALTER TABLE {self.name} ADD COLUMNS ({columns})")
         target = [
             f for f in self._schema(spark).fields if GENERATION_EXPRESSION not in (f.metadata or {})
         ]
-        source = df.select(
-            *[
-                F.col(f.name)
-                if f.name in df.columns
-                else F.lit(None).cast(f.dataType).alias(f.name)
-                for f in target
-            ],
-            DELETE_FLAG,
-        )
+        source = upsert_source(df, StructType(target))
         view = f"_etl_upsert_{uuid.uuid4().hex}"
         source.createOrReplaceTempView(view)
         statement = merge_statement(
