@@ -25,13 +25,16 @@ import pytest
 import yaml
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
 from devtools.devstack.moto_server import MotoServer
 from devtools.producer import glue_frames, register_schema
 from devtools.sample_data import orders
 from etl.commit import BatchResult
-from etl.config import Settings
+from etl.config import Settings, TableFormat
+from etl.formats import TableSink, TableSpec, load_sink
+from etl.formats.base import BATCH_ID_KEY, COMMITTED_AT, PROPERTIES, QUERY_ID_KEY
 from etl.registry import read_avsc
 from tests.conftest import REPO, catalog_block
 from tests.integration.faults_helpers import (
@@ -130,8 +133,23 @@ def row_count(spark: SparkSession, table: str) -> int:
         return 0
 
 
-def snapshot_batches(spark: SparkSession, table: str) -> list[tuple[str, int, int]]:
-    """(query id, batch id, added records) of every snapshot, oldest first; [] if no table."""
+def snapshot_batches(
+    spark: SparkSession, table: str, sink: TableSink | None = None
+) -> list[tuple[str, int, int]]:
+    """(query id, batch id, added records) of every snapshot, oldest first; [] if no table.
+
+    With ``sink`` (formats other than Iceberg) the commits come from its commit history, and
+    the added records read 0 (upsert tables have no such count).
+    """
+    if sink is not None:
+        if not sink.exists(spark):
+            return []
+        history = sink.commit_history(spark).orderBy(COMMITTED_AT)
+        props = F.col(PROPERTIES)
+        return [
+            (r[0], int(r[1]), 0)
+            for r in history.select(props[QUERY_ID_KEY], props[BATCH_ID_KEY]).collect()
+        ]
     try:
         rows = spark.sql(
             "SELECT summary['etl.query-id'] AS q, CAST(summary['etl.batch-id'] AS BIGINT) AS b, "
@@ -176,8 +194,10 @@ def pipeline_block(
     checkpoint: Path,
     trigger: dict[str, str],
     sink: dict[str, Any] | None = None,
+    dead_letter: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One pipeline of the settings, on the orders schema (``sink``: extra sink keys)."""
+    """One pipeline of the settings, on the orders schema (``sink``, ``dead_letter``: extra
+    keys, which win)."""
     return {
         "source": {
             "bootstrap_servers": bootstrap,
@@ -191,7 +211,7 @@ def pipeline_block(
             "properties": {"format-version": "2"},
             **(sink or {}),
         },
-        "dead_letter": {"table": f"{table}_dlq"},
+        "dead_letter": {"table": f"{table}_dlq", **(dead_letter or {})},
         "checkpoint": str(checkpoint),
         "trigger": trigger,
     }
@@ -342,21 +362,38 @@ def _upserts(count: int, *, start: int) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("mode", ["append", "upsert"])
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("iceberg", "append"), ("iceberg", "upsert"), ("delta", "upsert")],
+)
 def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     spark: SparkSession,
     local_stack: Any,
     warehouse: Path,
     tmp_path: Path,
     job_env: dict[str, str],
+    fmt: str,
     mode: str,
 ) -> None:
     upsert = mode == "upsert"
-    name = f"faults_kill_{mode}"
+    name = f"faults_kill_{fmt}_{mode}"
     records = _upserts if upsert else orders
     sent = 0
-    topic = f"faults-kill-{mode}-{uuid.uuid4().hex[:8]}"
-    table = f"local.faults.{name}"
+    topic = f"faults-kill-{fmt}-{mode}-{uuid.uuid4().hex[:8]}"
+    sink_keys: dict[str, Any] = dict(UPSERT_SINK) if upsert else {}
+    dlq_keys: dict[str, Any] = {}
+    sink = dlq = None
+    if fmt == "delta":
+        table = f"faults_delta.{name}"
+        sink_keys.update(format="delta", location=str(tmp_path / name), properties={})
+        dlq_keys["location"] = str(tmp_path / f"{name}_dlq")
+        sink = load_sink(TableFormat.DELTA, TableSpec(table, location=(tmp_path / name).as_uri()))
+        dlq = load_sink(
+            TableFormat.DELTA,
+            TableSpec(f"{table}_dlq", location=(tmp_path / f"{name}_dlq").as_uri()),
+        )
+    else:
+        table = f"local.faults.{name}"
     local_stack.broker.create_topic(topic, partitions=4)
     conf = tmp_path / "ingest.yaml"
     settings = {
@@ -379,7 +416,8 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
                 table=table,
                 checkpoint=tmp_path / "checkpoint",
                 trigger={"mode": "processing_time", "interval": "1 second"},
-                sink=UPSERT_SINK if upsert else None,
+                sink=sink_keys,
+                dead_letter=dlq_keys,
             )
         },
     }
@@ -398,7 +436,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     started_at = time.monotonic()
     try:
         for run, anchor in enumerate(anchors):
-            before = len(snapshot_batches(spark, table))
+            before = len(snapshot_batches(spark, table, sink))
             log = tmp_path / f"job-{run}.log"
             proc = _start_job(conf, log, job_env)
             procs.append(proc)
@@ -406,7 +444,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
             _await_kill_moment(proc, log, anchor, rng)
             after_s = time.monotonic() - launched
             report = kill_process_tree(proc)
-            batches = [b for _, b, _ in snapshot_batches(spark, table)]
+            batches = [b for _, b, _ in snapshot_batches(spark, table, sink)]
             # the whole tree is dead: the log holds exactly what the run logged before the kill
             logged = _logged_batches(log)
             kills.append(
@@ -452,7 +490,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     elapsed = time.monotonic() - started_at
 
     summary = "\n  ".join(f"#{i + 1} {k.describe()}" for i, k in enumerate(kills))
-    snapshots = snapshot_batches(spark, table)
+    snapshots = snapshot_batches(spark, table, sink)
     batch_ids = [b for _, b, _ in snapshots]
     # a kill between the Iceberg commit and Spark's checkpoint commit makes the next run
     # replay that batch, which the sink must skip (informational: the timing is random)
@@ -482,6 +520,8 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
     # upserts: one row per key, each the key's last version (every version is newer than the
     # ones before it, so a batch applied twice or skipped would show here)
     assert_exactly(spark, table, produced)
+    if dlq is not None:
+        dlq.exists(spark)  # registers the table in this session, if the job made one
     assert dead_letter_rows(spark, f"{table}_dlq", name) == 0
 
 
