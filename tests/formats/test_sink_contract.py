@@ -336,30 +336,11 @@ def test_sink_upsert_applies_the_newer_change_per_key_once(
     assert sink.last_committed_batch(spark, "q") == 4
 
 
-def test_sink_upsert_follows_added_columns(spark: SparkSession, make_sink: SinkFactory) -> None:
-    sink = make_sink(upsert=UpsertSpec(("id",), "ts"))
-    first = _changes(spark, [(1, 1, "a", 0, False)])
-    sink.prepare(spark, first.drop(DELETE_FLAG).schema)
-    sink.upsert(first, CommitInfo("p", "q", 0))
-    wider = spark.createDataFrame(
-        [(1, 2, "a2", 1, "x", False), (2, 1, "b", 2, "y", False)],
-        f"id int, ts int, name string, {KAFKA_OFFSET} long, extra string, {DELETE_FLAG} boolean",
-    )
-    sink.upsert(wider, CommitInfo("p", "q", 1))
-
-    expected = spark.createDataFrame(
-        [(1, 2, "a2", 1, "x"), (2, 1, "b", 2, "y")],
-        f"id int, ts int, name string, {KAFKA_OFFSET} long, extra string",
-    )
-    assert_df_equality(
-        spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
-    )
-
-
+@pytest.mark.parametrize("ts_type", ["int", "long"], ids=["added", "added-and-widened"])
 def test_sink_upsert_follows_added_and_widened_columns(
-    spark: SparkSession, make_sink: SinkFactory, fmt: TableFormat
+    spark: SparkSession, make_sink: SinkFactory, fmt: TableFormat, ts_type: str
 ) -> None:
-    if fmt is TableFormat.DELTA:
+    if fmt is TableFormat.DELTA and ts_type == "long":
         pytest.skip(_DELTA_CANNOT_WIDEN)
     sink = make_sink(upsert=UpsertSpec(("id",), "ts"))
     first = _changes(spark, [(1, 1, "a", 0, False)])
@@ -367,13 +348,14 @@ def test_sink_upsert_follows_added_and_widened_columns(
     sink.upsert(first, CommitInfo("p", "q", 0))
     wider = spark.createDataFrame(
         [(1, 2, "a2", 1, "x", False), (2, 1, "b", 2, "y", False)],
-        f"id int, ts long, name string, {KAFKA_OFFSET} long, extra string, {DELETE_FLAG} boolean",
+        f"id int, ts {ts_type}, name string, {KAFKA_OFFSET} long, extra string, "
+        f"{DELETE_FLAG} boolean",
     )
     sink.upsert(wider, CommitInfo("p", "q", 1))
 
     expected = spark.createDataFrame(
         [(1, 2, "a2", 1, "x"), (2, 1, "b", 2, "y")],
-        f"id int, ts long, name string, {KAFKA_OFFSET} long, extra string",
+        f"id int, ts {ts_type}, name string, {KAFKA_OFFSET} long, extra string",
     )
     assert_df_equality(
         spark.table(sink.name), expected, ignore_row_order=True, ignore_nullable=True
