@@ -137,7 +137,7 @@ class TableFormat(enum.StrEnum):
 
 
 # formats this build has a sink for; the others are rejected at config time, naming the key
-SUPPORTED_FORMATS = frozenset({TableFormat.ICEBERG})
+SUPPORTED_FORMATS = frozenset({TableFormat.ICEBERG, TableFormat.HUDI})
 
 
 class PartitionTransform(enum.StrEnum):
@@ -269,8 +269,15 @@ class HudiOptions(_Model):
     # merge-on-read: compact inline after this many delta commits (Hudi's async compaction
     # does not run inside foreachBatch, apache/hudi#2043)
     compaction_delta_commits: int = Field(default=5, ge=1)
+    # How an upsert finds the file group that holds a key. RECORD_INDEX (Hudi's record-level
+    # index in the metadata table) looks each key of the batch up, so a micro-batch costs in
+    # proportion to its own size, not to the table's (SIMPLE and GLOBAL_SIMPLE join the batch
+    # with every key of the partitions, or the table, each time); and it is global, so a key
+    # keeps one row even when its partition value changes (the newer change moves it, an
+    # older one is ignored), as the upsert rule requires. SIMPLE, BLOOM and BUCKET are per
+    # partition: a key whose partition value changes then gets a second row.
     index: Literal["SIMPLE", "BLOOM", "GLOBAL_SIMPLE", "GLOBAL_BLOOM", "BUCKET", "RECORD_INDEX"] = (
-        "SIMPLE"
+        "RECORD_INDEX"
     )
 
 
@@ -521,9 +528,31 @@ class Settings(BaseSettings):
             raise ConfigError(f"pipelines.{name}: no such pipeline (known: {known})") from None
 
 
+# partition transforms a Hudi sink derives a partition column for (the rest it cannot express)
+HUDI_PARTITION_TRANSFORMS = frozenset(
+    {
+        PartitionTransform.IDENTITY,
+        PartitionTransform.YEAR,
+        PartitionTransform.MONTH,
+        PartitionTransform.DAY,
+        PartitionTransform.HOUR,
+    }
+)
+
+
 def _check_path_tables(name: str, pipeline: PipelineSettings) -> None:
     """Hudi and Delta tables: ``database.table`` in the session catalog, with a location."""
     fmt = pipeline.sink.format.value
+    if pipeline.sink.format is TableFormat.HUDI:
+        for text, field in zip(
+            pipeline.sink.partition_by, pipeline.sink.partition_fields, strict=True
+        ):
+            if field.transform not in HUDI_PARTITION_TRANSFORMS:
+                raise ValueError(
+                    f"pipelines.{name}.sink.partition_by: a hudi table is partitioned by "
+                    "columns or year/month/day/hour(column), found "
+                    f"{text!r} (Hudi has no {field.transform.value} partition transform)"
+                )
     for key, table in (("sink", pipeline.sink), ("dead_letter", pipeline.dead_letter)):
         if len(table.table.split(".")) != 2:
             raise ValueError(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from etl.config import Settings, TableFormat
 from etl.exceptions import ConfigError
-from etl.formats import formats_used, table_format
+from etl.formats import check_one_session, formats_used, table_format
 from transforms.decode import INFLATE_ZLIB_CLASS, INFLATE_ZLIB_FUNCTION, INFLATE_ZLIB_RESULT
 
 if TYPE_CHECKING:
@@ -31,8 +31,12 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
         Conf key -> value; explicit ``spark.conf`` entries from the settings win.
 
     Raises:
-        ConfigError: ``spark.jars_dir`` is set but holds no jars (run ``make jars``).
+        ConfigError: ``spark.jars_dir`` is set but holds no jars (run ``make jars``), or a
+            format's own jar directory beside it is empty, or one session cannot host all
+            the formats (``etl.formats.check_one_session``).
     """
+    hosted = formats_used(settings) if formats is None else list(formats)
+    check_one_session(settings, hosted)
     conf: dict[str, str] = {
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
@@ -55,7 +59,13 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
         classpath = ":".join(str(jar.resolve()) for jar in jars)
         conf["spark.driver.extraClassPath"] = classpath
         conf["spark.executor.extraClassPath"] = classpath
-    supports = [table_format(f) for f in (formats_used(settings) if formats is None else formats)]
+    supports = [table_format(f) for f in hosted]
+    if settings.spark.jars_dir is not None:
+        own = [jar for s in supports if s.own_jars for jar in _format_jars(settings, s.format)]
+        if own:
+            # spark.jars, not the JVM classpath: a fat bundle (Hudi's) carries older copies of
+            # classes Spark ships, and on spark.jars's child class loader Spark's own win
+            conf["spark.jars"] = ",".join(str(jar) for jar in own)
     extensions = [e for support in supports for e in support.extensions]
     if extensions:
         conf["spark.sql.extensions"] = ",".join(extensions)
@@ -63,6 +73,19 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
         conf.update(support.session_conf(settings))
     conf.update(settings.spark.conf)
     return conf
+
+
+def _format_jars(settings: Settings, fmt: TableFormat) -> list[Path]:
+    """The jars `make jars` resolved from a format's own pom, in ``.jars/<format>/``."""
+    assert settings.spark.jars_dir is not None
+    directory = Path(settings.spark.jars_dir).parent / fmt.value
+    jars = sorted(jar.resolve() for jar in directory.glob("*.jar"))
+    if not jars:
+        raise ConfigError(
+            f"spark.jars_dir: expected the Maven-resolved {fmt.value} jars in {directory} "
+            "(beside it), found none (run `make jars`)"
+        )
+    return jars
 
 
 def build_spark(settings: Settings, formats: Iterable[TableFormat] | None = None) -> SparkSession:

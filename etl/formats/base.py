@@ -149,6 +149,10 @@ class TableSink(abc.ABC):
         The commit stores ``commit.properties()`` like ``append``.
         """
 
+    def read(self, spark: SparkSession) -> DataFrame:
+        """The table's rows with the columns the pipeline wrote (no format-internal columns)."""
+        return spark.table(self.name)
+
     def write(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends or upserts, as the table is declared."""
         if self.spec.upsert is None:
@@ -217,6 +221,10 @@ class TableFormatSupport(abc.ABC):
     format: ClassVar[TableFormat]
     # Spark SQL extensions the format needs (joined into spark.sql.extensions)
     extensions: ClassVar[tuple[str, ...]] = ()
+    # Whether the format's JVM artifacts come from its own pom (etl/formats/<format>/pom.xml),
+    # which `make jars` resolves into .jars/<format>/ beside spark.jars_dir; they are then put
+    # on spark.jars only for sessions hosting the format
+    own_jars: ClassVar[bool] = False
 
     @abc.abstractmethod
     def session_conf(self, settings: Settings) -> dict[str, str]:

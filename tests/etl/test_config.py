@@ -541,12 +541,37 @@ INVALID: list[Any] = [
         id="hadoop-catalog-on-s3",
     ),
     pytest.param(
-        lambda c: _orders(c)["sink"].update(format="hudi"),
+        lambda c: _orders(c)["sink"].update(format="delta"),
         [
-            "pipelines.orders.sink.format: Value error, expected one of iceberg (supported "
-            "by this build), found hudi"
+            "pipelines.orders.sink.format: Value error, expected one of hudi, iceberg "
+            "(supported by this build), found delta"
         ],
         id="format-not-supported-yet",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(
+            sink={"format": "hudi", "table": "shop.orders", "location": "/lake/orders"},
+            dead_letter={"table": "shop.orders_dlq"},
+        ),
+        ["pipelines.orders.dead_letter.location: a hudi table needs a location (found none)"],
+        id="hudi-table-without-location",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(
+            sink={
+                "format": "hudi",
+                "table": "shop.orders",
+                "location": "/lake/orders",
+                "partition_by": ["order_date", "bucket(16, customer_id)"],
+            },
+            dead_letter={"table": "shop.orders_dlq", "location": "/lake/orders_dlq"},
+        ),
+        [
+            "pipelines.orders.sink.partition_by: a hudi table is partitioned by columns or "
+            "year/month/day/hour(column), found 'bucket(16, customer_id)' (Hudi has no bucket "
+            "partition transform)"
+        ],
+        id="hudi-partition-transform-it-cannot-express",
     ),
     pytest.param(
         lambda c: _orders(c)["sink"].update(mode="upsert", key=["order_id"]),
