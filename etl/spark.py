@@ -47,6 +47,7 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
         # back at once: compressing them costs more CPU than it saves (bench: +35% decode)
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
     }
+    supports = [table_format(f) for f in hosted]
     if settings.spark.jars_dir is not None:
         jars = sorted(Path(settings.spark.jars_dir).glob("*.jar"))
         if not jars:
@@ -54,18 +55,16 @@ def spark_conf(settings: Settings, formats: Iterable[TableFormat] | None = None)
                 f"spark.jars_dir: expected the Maven-resolved jars in {settings.spark.jars_dir}, "
                 "found none (run `make jars`)"
             )
+        # A format's own jars (Hudi's bundle) come after: where both ship a class (Iceberg's
+        # CALL arguments) the shared jars' copy wins; and only sessions hosting it get them.
+        jars += [jar for s in supports if s.own_jars for jar in _format_jars(settings, s.format)]
         # On the JVM's own classpath, not only spark.jars: JAAS and Kafka load the MSK IAM
-        # login module and callback handler by name through loaders that do not see spark.jars.
+        # login module and callback handler by name through loaders that do not see spark.jars,
+        # and so does Avro (a JVM classpath jar) for Hudi's generated record classes on
+        # threads without Spark's loader (reading a delete block then fails with a cast error).
         classpath = ":".join(str(jar.resolve()) for jar in jars)
         conf["spark.driver.extraClassPath"] = classpath
         conf["spark.executor.extraClassPath"] = classpath
-    supports = [table_format(f) for f in hosted]
-    if settings.spark.jars_dir is not None:
-        own = [jar for s in supports if s.own_jars for jar in _format_jars(settings, s.format)]
-        if own:
-            # spark.jars, not the JVM classpath: a fat bundle (Hudi's) carries older copies of
-            # classes Spark ships, and on spark.jars's child class loader Spark's own win
-            conf["spark.jars"] = ",".join(str(jar) for jar in own)
     extensions = [e for support in supports for e in support.extensions]
     if extensions:
         conf["spark.sql.extensions"] = ",".join(extensions)

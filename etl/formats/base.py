@@ -222,8 +222,8 @@ class TableFormatSupport(abc.ABC):
     # Spark SQL extensions the format needs (joined into spark.sql.extensions)
     extensions: ClassVar[tuple[str, ...]] = ()
     # Whether the format's JVM artifacts come from its own pom (etl/formats/<format>/pom.xml),
-    # which `make jars` resolves into .jars/<format>/ beside spark.jars_dir; they are then put
-    # on spark.jars only for sessions hosting the format
+    # which `make jars` resolves into .jars/<format>/ beside spark.jars_dir; only sessions
+    # hosting the format get them on their classpath
     own_jars: ClassVar[bool] = False
 
     @abc.abstractmethod

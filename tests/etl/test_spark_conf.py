@@ -247,7 +247,10 @@ def test_spark_conf_hudi_beside_the_iceberg_catalog(tmp_path: Path) -> None:
 
     conf = spark_conf(_hudi_settings(tmp_path / "spark", orders="hudi"))
 
-    spark_jar = f"{(tmp_path / 'spark').resolve()}/kafka-clients-3.4.1.jar"
+    classpath = (
+        f"{(tmp_path / 'spark').resolve()}/kafka-clients-3.4.1.jar:"
+        f"{(tmp_path / 'hudi').resolve()}/hudi-bundle.jar"
+    )
     assert conf == {
         **DEFAULTS,
         # Iceberg's extension last: its parser then handles CALL (Iceberg's procedures)
@@ -256,10 +259,9 @@ def test_spark_conf_hudi_beside_the_iceberg_catalog(tmp_path: Path) -> None:
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.kryo.registrator": "org.apache.spark.HoodieSparkKryoRegistrar",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.hudi.catalog.HoodieCatalog",
-        "spark.driver.extraClassPath": spark_jar,
-        "spark.executor.extraClassPath": spark_jar,
-        # the Hudi bundle only on spark.jars, only in sessions hosting Hudi
-        "spark.jars": f"{(tmp_path / 'hudi').resolve()}/hudi-bundle.jar",
+        # the Hudi bundle after the shared jars, only in sessions hosting Hudi
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
         "spark.sql.catalog.local": "org.apache.iceberg.spark.SparkCatalog",
         "spark.sql.catalog.local.cache-enabled": "false",
         "spark.sql.catalog.local.type": "hadoop",
