@@ -6,12 +6,13 @@ datasource, the batch identity in the commit's extra metadata.
   keys), so the dead-letter table, which replay updates, needs no key either.
 - Upsert tables are written with ``upsert``, keyed on the configured key fields, with
   ``EVENT_TIME_ORDERING`` on one derived column, ``_etl_ordering``: Hudi 1.0.2 (table version
-  8) takes a single ordering field, and the upsert rule orders by the ordering field, nulls
-  first, then the Kafka offset. ``_etl_ordering`` spells that pair as text that sorts the same
+  8) takes a single ordering field, and the upsert rule orders by the ordering field (null
+  lowest), then the Kafka offset. ``_etl_ordering`` spells that pair as text that sorts the same
   way (see ``ordering_column``). Deletes travel in the same commit as ``_hoodie_is_deleted``,
   and go through the same ordering check, so a late delete cannot remove a newer row.
 - Hudi partitions by columns; year/month/day/hour transforms are written as a derived
   column (``_etl_day_ts`` ...), formatted in the session time zone (UTC).
+- Merge-on-read tables compact inline (async compaction does not run inside foreachBatch).
 """
 
 from __future__ import annotations
