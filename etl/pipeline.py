@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from etl.commit import BatchCommitter, BatchResult
 from etl.config import PartitionField, PartitionTransform, Settings, WriteMode
 from etl.decoding import BatchDecoder
-from etl.formats import TableSink, TableSpec, load_sink, table_format
+from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
 from etl.paths import local_uri
@@ -127,7 +127,6 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     pipeline = settings.pipeline(name)
     resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
     sink = pipeline.sink
-    support = table_format(sink.format)
     upsert = (
         UpsertSpec(tuple(sink.key), str(sink.ordering)) if sink.mode is WriteMode.UPSERT else None
     )
@@ -169,7 +168,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             name,
             pipeline.decode,
             resolver,
-            ReaderSchema.from_json(reader_schema, widen=support.widens_types),
+            ReaderSchema.from_json(reader_schema, widen=table.widens_types),
             expectations,
             changes,
             functools.partial(stored_reader_schema, table),

@@ -19,6 +19,30 @@ for _key in [k for k in os.environ if k.upper().startswith("ETL__")]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Tests that need a session hosting Hudi are marked `hudi` and run in a pytest run of their
+# own (`make test` runs `-m "not hudi"`, then `-m hudi`): Hudi's session catalog and Kryo
+# serializer are fixed when the JVM starts, and Delta (in the main run) wants the same catalog.
+HUDI = "hudi"
+_FAMILY = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Picks the session family from the selected tests; one run cannot mix families."""
+    hudi = [item for item in items if item.get_closest_marker(HUDI) is not None]
+    if hudi and len(hudi) != len(items):
+        raise pytest.UsageError(
+            f"{len(hudi)} selected tests need a Hudi session and {len(items) - len(hudi)} "
+            "need the main one; run them apart: pytest -m 'not hudi', then pytest -m hudi"
+        )
+    config.stash[_FAMILY] = HUDI if hudi else "main"
+
+
+def session_family(config: pytest.Config) -> str:
+    """``hudi`` in the Hudi run, ``main`` otherwise."""
+    return config.stash.get(_FAMILY, "main")
+
+
 @pytest.fixture(scope="session")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh Iceberg warehouse (Hadoop catalog: metadata and data files) for the session."""
@@ -26,15 +50,32 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def spark(
+    request: pytest.FixtureRequest, warehouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
     """The one SparkSession: local[2], 2 shuffle partitions, UI off, Maven-resolved jars.
 
-    It hosts Iceberg (the ``local`` catalog) and Delta (the session catalog) at once, as a
-    job writing both formats does.
+    In the Hudi run it hosts Hudi and the Iceberg catalog (one ingest session can), else
+    Iceberg (the ``local`` catalog) and Delta (the session catalog), as a job writing both does.
     """
     from etl.config import Settings, TableFormat
     from etl.spark import build_spark
 
+    pipelines = {"unused": _dummy_pipeline()}
+    conf = {
+        "spark.sql.streaming.stopTimeout": "30s",
+        "spark.default.parallelism": "2",
+        "spark.driver.memory": "2g",
+        # databases of the session catalog (Hudi and Delta tables keep their own locations)
+        "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-catalog")),
+    }
+    formats = [TableFormat.ICEBERG, TableFormat.DELTA]
+    if session_family(request.config) == HUDI:
+        pipelines["unused_hudi"] = _dummy_hudi_pipeline()
+        formats = [TableFormat.ICEBERG, TableFormat.HUDI]
+    else:
+        # Delta rebuilds table state in 50 partitions by default: tiny tasks here
+        conf["spark.databricks.delta.snapshotPartitions"] = "2"
     settings = Settings.model_validate(
         {
             "spark": {
@@ -43,21 +84,13 @@ def spark(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "jars_dir": str(REPO / ".jars" / "spark"),
                 "shuffle_partitions": 2,
                 "ui_enabled": False,
-                "conf": {
-                    "spark.sql.streaming.stopTimeout": "30s",
-                    "spark.default.parallelism": "2",
-                    "spark.driver.memory": "2g",
-                    # Delta rebuilds table state in 50 partitions by default: tiny tasks here
-                    "spark.databricks.delta.snapshotPartitions": "2",
-                    # databases of the session catalog (Delta tables keep their own locations)
-                    "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-catalog")),
-                },
+                "conf": conf,
             },
             "catalog": catalog_block(warehouse),
-            "pipelines": {"unused": _dummy_pipeline()},
+            "pipelines": pipelines,
         }
     )
-    session = build_spark(settings, formats=[TableFormat.ICEBERG, TableFormat.DELTA])
+    session = build_spark(settings, formats=formats)
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -76,6 +109,16 @@ def _dummy_pipeline() -> dict[str, object]:
         "sink": {"table": "local.db.t"},
         "dead_letter": {"table": "local.db.t_dlq"},
         "checkpoint": "/tmp/unused",
+    }
+
+
+def _dummy_hudi_pipeline() -> dict[str, object]:
+    """A minimal valid pipeline block writing Hudi (makes the session host Hudi)."""
+    return {
+        **_dummy_pipeline(),
+        "sink": {"format": "hudi", "table": "db.t", "location": "/tmp/unused"},
+        "dead_letter": {"table": "db.t_dlq", "location": "/tmp/unused_dlq"},
+        "checkpoint": "/tmp/unused_hudi",
     }
 
 

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Iterable
 
 from etl.config import Settings, TableFormat
-from etl.exceptions import SinkError
+from etl.exceptions import ConfigError, SinkError
 from etl.formats.base import CommitInfo, TableFormatSupport, TableSink, TableSpec
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "TableFormatSupport",
     "TableSink",
     "TableSpec",
+    "check_one_session",
     "formats_used",
     "load_sink",
     "table_format",
@@ -26,6 +27,16 @@ __all__ = [
 _REGISTRY: dict[TableFormat, str] = {
     TableFormat.ICEBERG: "etl.formats.iceberg:IcebergFormat",
     TableFormat.DELTA: "etl.formats.delta:DeltaFormat",
+    TableFormat.HUDI: "etl.formats.hudi:HudiFormat",
+}
+
+# Formats one Spark session cannot host together, and why. Hudi and an Iceberg named catalog
+# can: their SQL extensions clash only on CALL (apache/hudi#12808), which ingest and replay
+# do not use (Iceberg's extension is listed last, so Iceberg's procedures keep working).
+_EXCLUSIVE: dict[frozenset[TableFormat], str] = {
+    frozenset({TableFormat.HUDI, TableFormat.DELTA}): (
+        "both replace the session catalog, spark.sql.catalog.spark_catalog"
+    ),
 }
 
 
@@ -59,3 +70,29 @@ def formats_used(settings: Settings, pipelines: Iterable[str] | None = None) -> 
     if settings.catalog is not None:
         used.add(TableFormat.ICEBERG)
     return sorted(used)
+
+
+def check_one_session(settings: Settings, formats: Iterable[TableFormat]) -> None:
+    """Fails before Spark starts when one session cannot host all these formats.
+
+    Args:
+        settings: Parsed settings (the pipelines named in the error come from them).
+        formats: The formats the session is to host (``formats_used``).
+
+    Raises:
+        ConfigError: Two of the formats cannot share a session; the message names the
+            ``sink.format`` key of each pipeline writing one of them.
+    """
+    hosted = set(formats)
+    for clash, reason in _EXCLUSIVE.items():
+        if clash <= hosted:
+            keys = ", ".join(
+                f"pipelines.{name}.sink.format ({pipeline.sink.format.value})"
+                for name, pipeline in sorted(settings.pipelines.items())
+                if pipeline.sink.format in clash
+            )
+            both = " and ".join(sorted(f.value for f in clash))
+            raise ConfigError(
+                f"{keys}: one Spark session cannot host {both} tables ({reason}); "
+                "run these pipelines as separate jobs"
+            )

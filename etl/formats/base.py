@@ -103,6 +103,10 @@ class TableSink(abc.ABC):
     # on the way in that case; a sink that scans its input several times (Hudi) gets cached
     # rows instead, so the decode is not repeated. Counts are exact either way.
     reads_input_once: ClassVar[bool] = True
+    # Whether the table can widen column types in place (int -> long, float -> double,
+    # decimal precision); if not, a schema version needing it is dead-lettered as
+    # INCOMPATIBLE_SCHEMA instead of failing the commit
+    widens_types: bool = True
 
     def __init__(self, spec: TableSpec) -> None:
         """Binds the sink to one table."""
@@ -149,6 +153,10 @@ class TableSink(abc.ABC):
         delete. So applying a batch twice changes nothing.
         The commit stores ``commit.properties()`` like ``append``.
         """
+
+    def read(self, spark: SparkSession) -> DataFrame:
+        """The table's rows with the columns the pipeline wrote (no format-internal columns)."""
+        return spark.table(self.name)
 
     def write(self, df: DataFrame, commit: CommitInfo) -> None:
         """Appends or upserts, as the table is declared."""
@@ -218,9 +226,10 @@ class TableFormatSupport(abc.ABC):
     format: ClassVar[TableFormat]
     # Spark SQL extensions the format needs (joined into spark.sql.extensions)
     extensions: ClassVar[tuple[str, ...]] = ()
-    # whether tables can widen column types in place (int -> long, float -> double, decimal
-    # precision); if not, a schema version needing it is dead-lettered as INCOMPATIBLE_SCHEMA
-    widens_types: ClassVar[bool] = True
+    # Whether the format's JVM artifacts come from its own pom (etl/formats/<format>/pom.xml),
+    # which `make jars` resolves into .jars/<format>/ beside spark.jars_dir; only sessions
+    # hosting the format get them on their classpath
+    own_jars: ClassVar[bool] = False
 
     @abc.abstractmethod
     def session_conf(self, settings: Settings) -> dict[str, str]:

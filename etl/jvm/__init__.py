@@ -6,7 +6,8 @@ installed wheel as well as from the repository, where ``make jars`` resolves the
 ``--packages`` gets the pom's direct dependencies; ``spark.jars.excludes`` gets its
 exclusions (Spark resolves them with glob matching), so the cluster resolves the same set
 ``make jars`` does locally. ``--jars`` gets the project's own UDF jar (built from ``jvm/udf``
-by ``make jars``; it is not on Maven Central).
+by ``make jars``; it is not on Maven Central). A table format with its own pom
+(``etl/formats/<format>/pom.xml``, e.g. Hudi's bundle) adds its coordinates when asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 POM = Path(__file__).with_name("pom.xml")
+# table formats whose JVM artifacts have a pom of their own, beside their package
+FORMATS_DIR = Path(__file__).parents[1] / "formats"
 # where `make jars` puts the UDF jar, relative to the directory the command runs in
 JARS_DIR = Path(".jars") / "spark"
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -48,10 +51,28 @@ def udf_jar(jars_dir: Path = JARS_DIR) -> Path | None:
     return next(iter(sorted(jars_dir.glob("etl-udf-*.jar"))), None)
 
 
-def submit_flags(jars_dir: Path = JARS_DIR) -> str:
-    """The spark-submit flags: ``--packages``, ``spark.jars.excludes`` and, once built,
-    ``--jars`` with the UDF jar (a warning on stderr when it is not)."""
+def format_pom(name: str) -> Path:
+    """The pom of a table format's own JVM artifacts (``hudi``).
+
+    Raises:
+        ValueError: The format has no pom of its own.
+    """
+    pom = FORMATS_DIR / name / "pom.xml"
+    if not pom.is_file():
+        known = ", ".join(sorted(p.parent.name for p in FORMATS_DIR.glob("*/pom.xml")))
+        raise ValueError(f"expected a format with its own pom ({known}), found {name!r}")
+    return pom
+
+
+def submit_flags(jars_dir: Path = JARS_DIR, formats: tuple[str, ...] = ()) -> str:
+    """The spark-submit flags: ``--packages`` (with the named formats' own artifacts),
+    ``spark.jars.excludes`` and, once built, ``--jars`` with the UDF jar (a warning on
+    stderr when it is not)."""
     packages, excludes = maven_dependencies()
+    for name in formats:
+        more, more_excludes = maven_dependencies(format_pom(name))
+        packages += more
+        excludes = sorted({*excludes, *more_excludes})
     flags = f"--packages {','.join(packages)} --conf spark.jars.excludes={','.join(excludes)}"
     jar = udf_jar(jars_dir)
     if jar is None:

@@ -557,20 +557,36 @@ INVALID: list[Any] = [
         id="hadoop-catalog-on-s3",
     ),
     pytest.param(
-        lambda c: _orders(c)["sink"].update(format="hudi"),
-        [
-            "pipelines.orders.sink.format: Value error, expected one of delta, iceberg "
-            "(supported by this build), found hudi"
-        ],
-        id="format-not-supported-yet",
-    ),
-    pytest.param(
         lambda c: _orders(c)["dead_letter"].update(table="local.shop.orders"),
         [
             "pipelines.orders.dead_letter.table: expected its own table, found the one of "
             "pipelines.orders.sink.table"
         ],
         id="dead-letters-in-the-sink-table",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(
+            sink={"format": "hudi", "table": "shop.orders", "location": "/lake/orders"},
+            dead_letter={"table": "shop.orders_dlq"},
+        ),
+        ["pipelines.orders.dead_letter.location: a hudi table needs a location (found none)"],
+        id="hudi-table-without-location",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(
+            sink={
+                "format": "hudi",
+                "table": "shop.orders",
+                "location": "/lake/orders",
+                "partition_by": ["order_date", "bucket(16, customer_id)"],
+            },
+            dead_letter={"table": "shop.orders_dlq", "location": "/lake/orders_dlq"},
+        ),
+        [
+            "pipelines.orders.sink.partition_by: Value error, expected a column or "
+            "year/month/day/hour(column) for a hudi table, found 'bucket(16, customer_id)'"
+        ],
+        id="hudi-partition-transform-it-cannot-express",
     ),
     pytest.param(
         lambda c: _orders(c)["sink"].update(mode="upsert", key=["order_id"]),

@@ -9,6 +9,7 @@ import pytest
 
 from etl.config import Settings, TableFormat, load_settings
 from etl.exceptions import ConfigError
+from etl.formats import check_one_session, formats_used
 from etl.paths import local_uri
 from etl.spark import spark_conf
 from tests.conftest import REPO
@@ -232,3 +233,83 @@ def test_spark_conf_delta_beside_iceberg_puts_delta_extension_first() -> None:
         "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     )
     assert conf["spark.sql.catalog.local"] == "org.apache.iceberg.spark.SparkCatalog"
+
+
+def _hudi_settings(jars_dir: Path | None = None, **pipelines: str) -> Settings:
+    """Settings whose pipelines write the given formats, with an Iceberg catalog."""
+    blocks = {
+        name: {
+            "source": {"bootstrap_servers": "127.0.0.1:9092", "topics": [name]},
+            "decode": {"schema_file": "schemas/orders.avsc"},
+            "sink": {"format": fmt, "table": f"shop.{name}", "location": f"/lake/{name}"},
+            "dead_letter": {"table": f"shop.{name}_dlq", "location": f"/lake/{name}_dlq"},
+            "checkpoint": f"/tmp/checkpoints/{name}",
+        }
+        for name, fmt in pipelines.items()
+    }
+    spark = {"jars_dir": str(jars_dir)} if jars_dir else {}
+    return Settings.model_validate(
+        {
+            "spark": spark,
+            "catalog": {"name": "local", "type": "hadoop", "warehouse": "/wh"},
+            "pipelines": blocks,
+        }
+    )
+
+
+def test_spark_conf_hudi_beside_the_iceberg_catalog(tmp_path: Path) -> None:
+    for directory, name in (("spark", "kafka-clients-3.4.1.jar"), ("hudi", "hudi-bundle.jar")):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / name).write_text("")
+
+    conf = spark_conf(_hudi_settings(tmp_path / "spark", orders="hudi"))
+
+    classpath = (
+        f"{(tmp_path / 'spark').resolve()}/kafka-clients-3.4.1.jar:"
+        f"{(tmp_path / 'hudi').resolve()}/hudi-bundle.jar"
+    )
+    assert conf == {
+        **DEFAULTS,
+        # Iceberg's extension last: its parser then handles CALL (Iceberg's procedures)
+        "spark.sql.extensions": "org.apache.spark.sql.hudi.HoodieSparkSessionExtension,"
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.kryo.registrator": "org.apache.spark.HoodieSparkKryoRegistrar",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.hudi.catalog.HoodieCatalog",
+        # the Hudi bundle after the shared jars, only in sessions hosting Hudi
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        "spark.sql.catalog.local": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.local.cache-enabled": "false",
+        "spark.sql.catalog.local.type": "hadoop",
+        "spark.sql.catalog.local.warehouse": "file:///wh",
+    }
+
+
+def test_spark_conf_hudi_without_its_jars_raises(tmp_path: Path) -> None:
+    (tmp_path / "spark").mkdir()
+    (tmp_path / "spark" / "kafka-clients-3.4.1.jar").write_text("")
+
+    with pytest.raises(ConfigError) as info:
+        spark_conf(_hudi_settings(tmp_path / "spark", orders="hudi"))
+
+    assert str(info.value) == (
+        f"spark.jars_dir: expected the Maven-resolved hudi jars in {tmp_path / 'hudi'} "
+        "(beside it), found none (run `make jars`)"
+    )
+
+
+def test_spark_conf_refuses_hudi_and_delta_in_one_session() -> None:
+    settings = _hudi_settings(orders="hudi", payments="delta", refunds="hudi")
+
+    with pytest.raises(ConfigError) as info:
+        spark_conf(settings)
+
+    assert str(info.value) == (
+        "pipelines.orders.sink.format (hudi), pipelines.payments.sink.format (delta), "
+        "pipelines.refunds.sink.format (hudi): one Spark session cannot host delta and hudi "
+        "tables (both replace the session catalog, spark.sql.catalog.spark_catalog); run "
+        "these pipelines as separate jobs"
+    )
+    # the same pipelines as two jobs are fine as far as this rule goes
+    check_one_session(settings, formats_used(settings, ["orders", "refunds"]))

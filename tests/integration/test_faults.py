@@ -230,8 +230,9 @@ def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.5) -
 
 KILL_SEED = 20261125
 # where each run's kill is anchored: "start" = 3-12 s after the process started or as soon
-# as its first batch is logged, whichever comes first (start-up, first batch), "commit" = 0-8 s after the run logged its first batch (mid-stream: during
-# a later batch, an Iceberg commit or a checkpoint write); the order is shuffled by the seed
+# as its first batch is logged, whichever comes first (start-up, first batch); "commit" =
+# 0-8 s after the run logged its first batch (mid-stream: during a later batch, a table
+# commit or a checkpoint write); the order is shuffled by the seed
 KILL_ANCHORS = ("start", "start", "start", "commit", "commit")
 INITIAL_RECORDS = 6000
 RECORDS_BETWEEN_KILLS = 250

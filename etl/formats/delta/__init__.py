@@ -17,9 +17,6 @@ class DeltaFormat(TableFormatSupport):
 
     format = TableFormat.DELTA
     extensions = (EXTENSIONS,)
-    # Delta 3.3 on Spark 3.5 widens only byte/short -> int (type widening preview); Avro's
-    # int -> long, float -> double and decimal precision need Delta 4 on Spark 4
-    widens_types = False
 
     def session_conf(self, settings: Settings) -> dict[str, str]:
         """Makes Spark's session catalog Delta's (Iceberg keeps its own named catalog)."""

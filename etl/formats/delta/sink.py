@@ -111,6 +111,10 @@ def partition_columns(
 class DeltaSink(TableSink):
     """Appends to (or MERGEs into) a Delta table at its location."""
 
+    # Delta 3.3 on Spark 3.5 widens only byte/short -> int (type widening preview); Avro's
+    # int -> long, float -> double and decimal precision need Delta 4 on Spark 4
+    widens_types = False
+
     def __init__(self, spec: TableSpec) -> None:
         """Binds the sink to one table; Delta tables need ``database.table`` and a location.
 
