@@ -293,6 +293,12 @@ class HudiOptions(_Model):
     index: Literal["SIMPLE", "BLOOM", "GLOBAL_SIMPLE", "GLOBAL_BLOOM", "BUCKET", "RECORD_INDEX"] = (
         "RECORD_INDEX"
     )
+    # After each commit, sync the table and its partitions to the AWS Glue Data Catalog with
+    # Hudi's AwsGlueCatalogSyncTool (in the hudi-aws bundle that EMR and Glue's
+    # `--datalake-formats hudi` provide), so Athena and Redshift Spectrum see new partitions.
+    # Without it the table is still registered by location in the session catalog (Glue's,
+    # when the cluster uses the Glue Data Catalog as its metastore), partitions unlisted.
+    glue_sync: bool = False
 
 
 class DeltaOptions(_Model):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from etl.commit import BatchCommitter, BatchResult
-from etl.config import PartitionField, PartitionTransform, Settings, WriteMode
+from etl.config import PartitionField, PartitionTransform, PipelineSettings, Settings, WriteMode
 from etl.decoding import BatchDecoder
 from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
@@ -122,10 +122,8 @@ def stored_reader_schema(table: TableSink, spark: SparkSession) -> str | None:
     return table.latest_property(spark, READER_SCHEMA_KEY)
 
 
-def build_pipeline(settings: Settings, name: str) -> Pipeline:
-    """Wires a pipeline's resolver, decoder and sinks from settings (no Spark work yet)."""
-    pipeline = settings.pipeline(name)
-    resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
+def pipeline_tables(pipeline: PipelineSettings) -> tuple[TableSink, TableSink]:
+    """The sinks of a pipeline's table and of its dead-letter table (no Spark work yet)."""
     sink = pipeline.sink
     upsert = (
         UpsertSpec(tuple(sink.key), str(sink.ordering)) if sink.mode is WriteMode.UPSERT else None
@@ -141,15 +139,6 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             location=local_uri(sink.location) if sink.location else None,
         ),
     )
-    changes = None
-    if upsert is not None:
-        deletes = sink.deletes
-        changes = mark_changes(
-            keys=upsert.keys,
-            delete_field=deletes.field if deletes else None,
-            delete_value=deletes.equals if deletes else None,
-            tombstones=bool(deletes and deletes.tombstones),
-        )
     dead_letter = load_sink(
         sink.format,
         TableSpec(
@@ -161,6 +150,24 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             else None,
         ),
     )
+    return table, dead_letter
+
+
+def build_pipeline(settings: Settings, name: str) -> Pipeline:
+    """Wires a pipeline's resolver, decoder and sinks from settings (no Spark work yet)."""
+    pipeline = settings.pipeline(name)
+    resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
+    table, dead_letter = pipeline_tables(pipeline)
+    changes = None
+    upsert = table.spec.upsert
+    if upsert is not None:
+        deletes = pipeline.sink.deletes
+        changes = mark_changes(
+            keys=upsert.keys,
+            delete_field=deletes.field if deletes else None,
+            delete_value=deletes.equals if deletes else None,
+            tombstones=bool(deletes and deletes.tombstones),
+        )
     expectations = tuple(pipeline.expectations)
     return Pipeline(
         name,

@@ -172,8 +172,28 @@ def test_load_settings_local_yaml_gives_typed_values() -> None:
 
 def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
     settings = load_settings(CONF / "emr.yaml", env={})
+    dumped = settings.model_dump(mode="json")
+    customers = dumped["pipelines"].pop("customers")  # the Hudi pipeline: its own test
 
-    assert settings.model_dump(mode="json") == {
+    assert customers["sink"] == {
+        **SINK_DEFAULTS,
+        "format": "hudi",
+        "table": "crm.customers",
+        "location": "s3://my-lake/hudi/crm/customers",
+        "partition_by": [],
+        "properties": {},
+        "mode": "upsert",
+        "key": ["customer_id"],
+        "ordering": "updated_at",
+        "deletes": {"field": "op", "equals": "d", "tombstones": True},
+        "hudi": {
+            "table_type": "MERGE_ON_READ",
+            "compaction_delta_commits": 5,
+            "index": "RECORD_INDEX",
+            "glue_sync": True,
+        },
+    }
+    assert dumped == {
         "spark": {
             "app_name": "streaming-etl",
             "master": None,
@@ -278,8 +298,19 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
 
 def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
     settings = load_settings(CONF / "glue.yaml", env={})
+    dumped = settings.model_dump(mode="json")
+    customers = dumped["pipelines"].pop("customers")  # the Delta pipeline: its own test
 
-    assert settings.model_dump(mode="json") == {
+    assert (customers["sink"]["format"], customers["sink"]["mode"], customers["sink"]["key"]) == (
+        "delta",
+        "upsert",
+        ["customer_id"],
+    )
+    assert customers["dead_letter"] == {
+        "table": "crm.customers_dlq",
+        "location": "s3://my-lake/delta/crm/customers_dlq",
+    }
+    assert dumped == {
         "spark": {
             "app_name": "streaming-etl-glue",
             "master": None,
@@ -1013,7 +1044,8 @@ def test_settings_pipeline_unknown_name_lists_known_pipelines() -> None:
     settings = load_settings(CONF / "emr.yaml", env={})
 
     with pytest.raises(
-        ConfigError, match=r"^pipelines\.nope: no such pipeline \(known: orders, payments\)$"
+        ConfigError,
+        match=r"^pipelines\.nope: no such pipeline \(known: customers, orders, payments\)$",
     ) as info:
         settings.pipeline("nope")
 

@@ -192,9 +192,15 @@ def test_spark_conf_settings_conf_overrides_win() -> None:
 def test_spark_conf_emr_yaml() -> None:
     settings = load_settings(REPO / "conf" / "emr.yaml", env={})
 
+    # its Hudi pipeline joins the Iceberg catalog in one session (EMR ships the Hudi bundle)
     assert spark_conf(settings) == {
         **DEFAULTS,
         "spark.sql.shuffle.partitions": "64",
+        "spark.sql.extensions": "org.apache.spark.sql.hudi.HoodieSparkSessionExtension,"
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.kryo.registrator": "org.apache.spark.HoodieSparkKryoRegistrar",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.hudi.catalog.HoodieCatalog",
         "spark.sql.streaming.metricsEnabled": "true",
         "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
         "spark.sql.catalog.lake.cache-enabled": "false",
@@ -203,6 +209,49 @@ def test_spark_conf_emr_yaml() -> None:
         "spark.sql.catalog.lake.warehouse": "s3://my-lake/warehouse",
         "spark.sql.catalog.lake.client.region": "us-east-1",
     }
+
+
+def test_spark_conf_glue_yaml_hosts_delta_beside_the_iceberg_catalog() -> None:
+    settings = load_settings(REPO / "conf" / "glue.yaml", env={})
+
+    assert spark_conf(settings) == {
+        **DEFAULTS,
+        "spark.sql.shuffle.partitions": "32",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension,"
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalog.lake": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.catalog.lake.cache-enabled": "false",
+        "spark.sql.catalog.lake.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        "spark.sql.catalog.lake.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.lake.warehouse": "s3://my-lake/warehouse",
+        "spark.sql.catalog.lake.client.region": "us-east-1",
+    }
+
+
+def test_emr_yaml_hudi_pipeline_renders_glue_sync_write_options() -> None:
+    from etl.pipeline import pipeline_tables
+
+    settings = load_settings(REPO / "conf" / "emr.yaml", env={})
+    table, _ = pipeline_tables(settings.pipeline("customers"))
+
+    options = table.write_options("upsert")  # type: ignore[attr-defined]
+
+    assert {k: options[k] for k in sorted(options) if "sync" in k or "table.type" in k} == {
+        "hoodie.datasource.hive_sync.database": "crm",
+        "hoodie.datasource.hive_sync.partition_extractor_class": (
+            "org.apache.hudi.hive.NonPartitionedExtractor"
+        ),
+        "hoodie.datasource.hive_sync.partition_fields": "",
+        "hoodie.datasource.hive_sync.table": "customers",
+        "hoodie.datasource.meta.sync.enable": "true",
+        "hoodie.datasource.write.table.type": "MERGE_ON_READ",
+        "hoodie.meta.sync.client.tool.class": "org.apache.hudi.aws.sync.AwsGlueCatalogSyncTool",
+    }
+    assert (options["hoodie.datasource.write.recordkey.field"], table.spec.location) == (
+        "customer_id",
+        "s3://my-lake/hudi/crm/customers",
+    )
 
 
 def test_local_uri_makes_relative_paths_absolute_file_uris(

@@ -126,3 +126,31 @@ def test_hudi_sink_widens_types_except_merge_on_read_upserts(
     )
 
     assert sink.widens_types is widens
+
+
+def test_write_options_glue_sync_registers_table_and_partitions() -> None:
+    sink = HudiSink(
+        TableSpec(
+            "shop.customers",
+            (PartitionField("region"), PartitionField("signup_ts", PartitionTransform.MONTH)),
+            options={"glue_sync": True},
+            location="s3://lake/customers",
+        )
+    )
+
+    options = sink.write_options("insert")
+
+    assert {k: v for k, v in options.items() if "sync" in k} == {
+        "hoodie.datasource.meta.sync.enable": "true",
+        "hoodie.meta.sync.client.tool.class": "org.apache.hudi.aws.sync.AwsGlueCatalogSyncTool",
+        "hoodie.datasource.hive_sync.database": "shop",
+        "hoodie.datasource.hive_sync.table": "customers",
+        "hoodie.datasource.hive_sync.partition_fields": "region,_etl_month_signup_ts",
+        "hoodie.datasource.hive_sync.partition_extractor_class": (
+            "org.apache.hudi.hive.MultiPartKeysValueExtractor"
+        ),
+    }
+    # off by default: nothing to sync to outside AWS
+    assert not any(
+        "sync" in k for k in HudiSink(TableSpec("a.b", location="/x")).write_options("insert")
+    )

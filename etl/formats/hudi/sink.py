@@ -279,6 +279,8 @@ class HudiSink(TableSink):
             options["hoodie.compact.inline.max.delta.commits"] = str(
                 self.options.compaction_delta_commits
             )
+        if self.options.glue_sync:
+            options |= self._glue_sync_options()
         if commit is not None:
             properties = commit.properties()
             unprefixed = sorted(k for k in properties if not k.startswith(COMMIT_META_PREFIX))
@@ -289,6 +291,22 @@ class HudiSink(TableSink):
                 )
             options |= properties
         return options
+
+    def _glue_sync_options(self) -> dict[str, str]:
+        """Hudi's meta sync to the AWS Glue Data Catalog, run after each commit."""
+        extractor = (
+            "org.apache.hudi.hive.MultiPartKeysValueExtractor"
+            if self._partitions
+            else "org.apache.hudi.hive.NonPartitionedExtractor"
+        )
+        return {
+            "hoodie.datasource.meta.sync.enable": "true",
+            "hoodie.meta.sync.client.tool.class": "org.apache.hudi.aws.sync.AwsGlueCatalogSyncTool",
+            "hoodie.datasource.hive_sync.database": self._database,
+            "hoodie.datasource.hive_sync.table": self._table,
+            "hoodie.datasource.hive_sync.partition_fields": ",".join(self._partitions),
+            "hoodie.datasource.hive_sync.partition_extractor_class": extractor,
+        }
 
     def _write(self, df: DataFrame, operation: str, commit: CommitInfo) -> None:
         """One datasource write (one commit), then the table is registered."""
