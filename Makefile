@@ -38,7 +38,7 @@ setup: $(STAMP_VENV) $(STAMP_JARS) ## Python venv + Maven-resolved JVM jars
 
 jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side, Hudi, broker side) and build our UDF jar
 
-run: setup ## start the local stack, produce demo events, ingest them into Iceberg, show the table
+run: setup ## start the local stack, produce demo events and changes, ingest them into Iceberg, Delta and Hudi tables, show them
 	$(PY) -m devtools.demo --conf $(CONF)
 
 # Tests marked `hudi` need a session hosting Hudi (its session catalog and Kryo are fixed at
@@ -76,4 +76,4 @@ stack-down: ## stop the local stack
 	@if [ -x $(PY) ]; then $(PY) -m devtools.devstack down --workdir .stack; fi
 
 clean: stack-down ## remove local state (venv and jars stay)
-	rm -rf .warehouse .checkpoints .stack .bench spark-warehouse
+	rm -rf .warehouse .checkpoints .lake .demo .stack .bench spark-warehouse

@@ -133,8 +133,25 @@ def _delta(config: dict[str, Any], **sink: Any) -> dict[str, Any]:
 
 def test_load_settings_local_yaml_parses_every_value() -> None:
     settings = load_settings(CONF / "local.yaml", env={})
+    dumped = settings.model_dump(mode="json")
+    # the demo's upsert tables of the same events: the append pipeline's, in another format
+    for name, fmt in (("orders_hudi", "hudi"), ("orders_delta", "delta")):
+        upsert = dumped["pipelines"].pop(name)
+        assert upsert["source"] == LOCAL_ORDERS["source"]
+        assert upsert["decode"] == LOCAL_ORDERS["decode"]
+        assert {k: upsert["sink"][k] for k in ("format", "mode", "key", "ordering", "deletes")} == {
+            "format": fmt,
+            "mode": "upsert",
+            "key": ["order_id"],
+            "ordering": "updated_ts",
+            "deletes": {"field": None, "equals": None, "tombstones": True},
+        }
+        assert (upsert["sink"]["location"], upsert["checkpoint"]) == (
+            f".lake/{fmt}/orders",
+            f".checkpoints/{name}",
+        )
 
-    assert settings.model_dump(mode="json") == {
+    assert dumped == {
         "spark": {
             "app_name": "streaming-etl-local",
             "master": "local[2]",

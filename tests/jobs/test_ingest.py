@@ -36,4 +36,5 @@ def test_main_unknown_pipeline_returns_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert ingest.main(["--conf", "conf/local.yaml", "--pipeline", "nope"]) == 1
-    assert "pipelines.nope: no such pipeline (known: orders)" in caplog.text
+    known = "orders, orders_delta, orders_hudi"
+    assert f"pipelines.nope: no such pipeline (known: {known})" in caplog.text
