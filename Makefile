@@ -42,10 +42,14 @@ run: setup ## start the local stack, produce demo events and changes, ingest the
 	$(PY) -m devtools.demo --conf $(CONF)
 
 # Tests marked `hudi` need a session hosting Hudi (its session catalog and Kryo are fixed at
-# JVM start), so they run in a pytest run of their own, after the main one.
-test: setup ## the whole test suite (unit + integration on the local stack, then the Hudi run)
-	$(PY) -m pytest -q -m "not hudi"
-	$(PY) -m pytest -q -m hudi
+# JVM start), so they run in a pytest run of their own, beside the main one (each has its own
+# Spark session and local stack); its report is printed after the main run's.
+test: setup ## the whole test suite (unit + integration on the local stack; Hudi run beside it)
+	@$(PY) -m pytest -q -p no:cacheprovider -m hudi > .pytest-hudi.log 2>&1 & hudi=$$!; \
+	$(PY) -m pytest -q -m "not hudi"; main=$$?; \
+	wait $$hudi; status=$$?; \
+	echo "== the Hudi run (pytest -m hudi):"; cat .pytest-hudi.log; \
+	test $$main -eq 0 -a $$status -eq 0
 
 test-unit: setup ## tests that need neither broker nor registry (main run, then Hudi run)
 	$(PY) -m pytest -q -m "not integration and not hudi"

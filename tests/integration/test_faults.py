@@ -381,8 +381,9 @@ def _upserts(count: int, *, start: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("fmt", "mode"),
     [
+        # Iceberg's MERGE path is idempotent by the same rule as Delta's (the contract suite
+        # re-applies batches); one upsert table per session family keeps the suite short
         ("iceberg", "append"),
-        ("iceberg", "upsert"),
         ("delta", "upsert"),
         # in the Hudi run (its own session); merge-on-read, compacting every other commit
         pytest.param("hudi", "upsert", marks=pytest.mark.hudi),
