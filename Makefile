@@ -67,8 +67,15 @@ fmt: setup ## format and autofix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: setup ## benchmarks on the local stack (not part of make test); writes bench/results.json
+# Iceberg: every path; Delta and Hudi: their write limit against the pipeline end to end (the
+# decode paths do not depend on the format); then each format's sinks against its own
+# streaming sink (bench/formats.json)
+BENCH_FORMAT_PATHS := kafka_noop,write_limit,e2e
+bench: setup ## benchmarks (not part of make test); writes bench/results*.json and bench/formats.json
 	$(PY) -m bench.run
+	$(PY) -m bench.run --format delta --records 1000000 --paths $(BENCH_FORMAT_PATHS)
+	$(PY) -m bench.run --format hudi --records 1000000 --paths $(BENCH_FORMAT_PATHS)
+	$(PY) -m bench.formats
 
 bench-quick: setup ## a small benchmark run, as a smoke check
 	$(PY) -m bench.run --quick

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import shutil
 import time
 import uuid
 import zlib
@@ -27,9 +28,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
 from etl.commit import BatchResult
-from etl.config import Settings
-from etl.formats import CommitInfo, TableSink, TableSpec
-from etl.formats.iceberg import IcebergSink
+from etl.config import Settings, TableFormat
+from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
 from etl.pipeline import Pipeline, build_pipeline, start_pipeline
 from transforms.columns import COMPRESSION, SCHEMA_KEY
 from transforms.framing import parse_frame
@@ -274,7 +274,7 @@ def decode_breakdown(cached: DataFrame, pipeline: Pipeline) -> dict[str, float]:
     return steps
 
 
-# -- iceberg_write_limit --------------------------------------------------------------------
+# -- <format>_write_limit -------------------------------------------------------------------
 
 
 def decoded_table_rows(cached: DataFrame, pipeline: Pipeline) -> DataFrame:
@@ -283,13 +283,23 @@ def decoded_table_rows(cached: DataFrame, pipeline: Pipeline) -> DataFrame:
         return cache(decoded.rows.transform(table_rows()))
 
 
-def iceberg_write_limit(rows: DataFrame, spec: TableSpec) -> float:
-    """Appends already-decoded, cached rows to a fresh Iceberg table through the product's
-    sink (same partitioning and properties as the pipeline's table): the write's own limit."""
-    sink = IcebergSink(spec)
+def write_limit(rows: DataFrame, fmt: TableFormat, spec: TableSpec) -> tuple[float, TableSink]:
+    """Appends already-decoded, cached rows to a fresh table through the product's sink of
+    the format (same partitioning and properties as the pipeline's table): the write's own
+    limit. Returns the seconds and the sink."""
+    sink = load_sink(fmt, spec)
     commit = CommitInfo("bench", str(uuid.uuid4()), 0)
     sink.prepare(rows.sparkSession, rows.schema)
-    return timed(lambda: sink.append(rows, commit))
+    return timed(lambda: sink.append(rows, commit)), sink
+
+
+def drop_table(spark: SparkSession, spec: TableSpec) -> None:
+    """Drops a measured table and its files."""
+    if spec.location is None:  # Iceberg: the catalog owns the files
+        spark.sql(f"DROP TABLE {spec.table} PURGE")
+        return
+    spark.sql(f"DROP TABLE IF EXISTS {spec.table}")
+    shutil.rmtree(spec.location.removeprefix("file://"), ignore_errors=True)
 
 
 # -- python_udf_decode ----------------------------------------------------------------------
@@ -337,20 +347,21 @@ def python_udf_decode(
     return timed(lambda: noop(df))
 
 
-# -- e2e_iceberg ----------------------------------------------------------------------------
+# -- e2e_<format> ---------------------------------------------------------------------------
 
 
-class TimedIcebergSink(IcebergSink):
-    """The product's Iceberg sink, timing each append (Spark write job + Iceberg commit)."""
+def timed_appends(sink: TableSink) -> list[float]:
+    """Times each ``append`` of the sink (Spark write job + table commit) from now on."""
+    seconds: list[float] = []
+    append = sink.append
 
-    def __init__(self, spec: TableSpec) -> None:
-        super().__init__(spec)
-        self.append_s: list[float] = []
-
-    def append(self, df: DataFrame, commit: CommitInfo) -> None:
+    def _append(df: DataFrame, commit: CommitInfo) -> None:
         started = time.perf_counter()
-        super().append(df, commit)
-        self.append_s.append(time.perf_counter() - started)
+        append(df, commit)
+        seconds.append(time.perf_counter() - started)
+
+    sink.append = _append  # type: ignore[method-assign]
+    return seconds
 
 
 @dataclass
@@ -366,12 +377,11 @@ class E2eResult:
     progress_ms: dict[str, int]
 
 
-def e2e_iceberg(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
-    """The real pipeline (``start_pipeline``, available_now) from Kafka into Iceberg."""
-    base = build_pipeline(settings, name)
-    sink = TimedIcebergSink(base.committer.table.spec)
+def e2e(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
+    """The real pipeline (``start_pipeline``, available_now) from Kafka into its table."""
+    pipeline = build_pipeline(settings, name)
+    append_s = timed_appends(pipeline.committer.table)
     results: list[BatchResult] = []
-    pipeline = build_pipeline_like(base, committer=dataclasses.replace(base.committer, table=sink))
     pipeline.on_result = results.append
     started = time.perf_counter()
     query, _ = start_pipeline(spark, settings, name, pipeline)
@@ -388,7 +398,7 @@ def e2e_iceberg(spark: SparkSession, settings: Settings, name: str) -> E2eResult
     return E2eResult(
         seconds=seconds,
         process_s=[r.seconds for r in results],
-        append_s=sink.append_s,
+        append_s=append_s,
         read=pipeline.totals.read,
         written=pipeline.totals.written,
         dead_lettered=pipeline.totals.dead_lettered,

@@ -17,6 +17,11 @@ zlib), warms the JVM up on a small topic, then measures on the same data:
                          (what e2e could reach if decoding were free);
 - ``e2e_iceberg``        ``start_pipeline`` (available_now) from Kafka into Iceberg.
 
+``--format delta`` or ``--format hudi`` writes those two paths' tables in that format instead
+(``delta_write_limit`` / ``e2e_delta``, ...; ``--paths write_limit,e2e`` selects them in any
+format) and the results to ``bench/results-<format>.json``. Per-format sink comparisons
+(upserts, each format's own streaming sink) are ``python -m bench.formats``.
+
 A measured path runs until its runs add up to ``--min-seconds`` (20 s; at most
 ``--max-runs``); rates are those of the median run. Each path's CPU share used by other
 processes is reported: figures measured on a busy machine are flagged.
@@ -50,8 +55,8 @@ from bench import paths
 from bench.data import Pool, Versions, build_pool, produce_pool, register_versions
 from bench.monitor import CpuShare, RssMonitor
 from devtools.devstack.stack import LocalStack, StackInfo
-from etl.config import Settings
-from etl.pipeline import build_pipeline
+from etl.config import Settings, TableFormat
+from etl.pipeline import build_pipeline, pipeline_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -144,13 +149,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra Iceberg property of the e2e table (repeatable)",
     )
+    parser.add_argument(
+        "--format",
+        choices=[f.value for f in TableFormat],
+        default=TableFormat.ICEBERG.value,
+        help="table format of the write-limit and e2e tables",
+    )
     parser.add_argument("--event-log", action="store_true", help="write Spark event logs")
     parser.add_argument(
         "--explain", action="store_true", help="write each path's formatted plan to the workdir"
     )
     parser.add_argument("--workdir", default=str(REPO / ".bench"), help="wiped at start")
     parser.add_argument(
-        "--results", default=str(REPO / "bench" / "results.json"), help="the JSON written"
+        "--results",
+        help="the JSON written (default bench/results.json; bench/results-<format>.json for "
+        "another --format)",
     )
     parser.add_argument(
         "--broker-jars", default=str(REPO / ".jars" / "broker"), help="the broker's classpath"
@@ -163,19 +176,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup_records = args.warmup_records or (QUICK_WARMUP if args.quick else DEFAULT_WARMUP)
     if args.min_seconds is None:
         args.min_seconds = 0.0 if args.quick else MIN_SECONDS
+    fmt = args.format
+    args.results = args.results or str(
+        REPO / "bench" / ("results.json" if fmt == "iceberg" else f"results-{fmt}.json")
+    )
     groups = {"default": DEFAULT_PATHS, "all": ALL_PATHS}
-    args.paths = [
-        path
+    aliases = {"write_limit": "iceberg_write_limit", "e2e": "e2e_iceberg"}
+    chosen = [
+        aliases.get(path, path)
         for item in args.paths.split(",")
         if item.strip()
         for path in groups.get(item.strip(), (item.strip(),))
     ]
-    unknown = sorted(set(args.paths) - set(ALL_PATHS))
+    unknown = sorted(set(chosen) - set(ALL_PATHS))
+    args.paths = [format_path(path, fmt) for path in chosen]
     if unknown:
         parser.error(f"--paths: unknown {unknown}, expected some of {', '.join(ALL_PATHS)}")
     if min(args.records, args.warmup_records, args.batches, args.max_runs) < 1:
         parser.error("--records, --warmup-records, --batches and --max-runs must be positive")
     return args
+
+
+def format_path(name: str, fmt: str) -> str:
+    """A path's name when its table is in another format (``e2e_iceberg`` -> ``e2e_delta``)."""
+    return name.replace("iceberg", fmt)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -214,6 +238,8 @@ def build_settings(args: argparse.Namespace, info: StackInfo, workdir: Path) -> 
         "spark.sql.streaming.stopTimeout": "60s",
         "spark.ui.showConsoleProgress": "false",
         "spark.local.dir": str(workdir / "spark-local"),
+        # databases of the session catalog (Hudi and Delta tables keep their own locations)
+        "spark.sql.warehouse.dir": str(workdir / "catalog"),
     }
     if args.event_log:
         (workdir / "events").mkdir(parents=True, exist_ok=True)
@@ -237,8 +263,20 @@ def build_settings(args: argparse.Namespace, info: StackInfo, workdir: Path) -> 
                 "table": f"local.bench.{table}",
                 "partition_by": ["days(order_ts)"],
                 "properties": table_properties,
+            }
+            if args.format == "iceberg"
+            else {
+                "format": args.format,
+                "table": f"bench.{table}",
+                "location": str(workdir / "lake" / table),
+                "partition_by": ["days(order_ts)"],
             },
-            "dead_letter": {"table": f"local.bench.{table}_dlq"},
+            "dead_letter": {"table": f"local.bench.{table}_dlq"}
+            if args.format == "iceberg"
+            else {
+                "table": f"bench.{table}_dlq",
+                "location": str(workdir / "lake" / f"{table}_dlq"),
+            },
             "checkpoint": str(workdir / "checkpoints" / table),
             "trigger": {"mode": "available_now"},
         }
@@ -390,7 +428,7 @@ class Bench:
 
         self._measure("kafka_noop_stream", records, values, stream, warm=warm)
 
-        if DECODE_PATHS & set(args.paths):
+        if {format_path(path, args.format) for path in DECODE_PATHS} & set(args.paths):
             started = time.perf_counter()
             cached = paths.cache_kafka(self.spark, bootstrap, topic)
             if not warm:
@@ -426,7 +464,7 @@ class Bench:
                 native_input.unpersist(blocking=True)
 
         self._measure(
-            "e2e_iceberg",
+            format_path("e2e_iceberg", args.format),
             records,
             values,
             functools.partial(self._e2e, pipeline, records),
@@ -435,9 +473,10 @@ class Bench:
         )
 
     def _e2e(self, pipeline: str, records: int, _run: int) -> tuple[float, dict[str, Any]]:
-        result = paths.e2e_iceberg(self.spark, self.settings, pipeline)
+        result = paths.e2e(self.spark, self.settings, pipeline)
         table = self.settings.pipeline(pipeline).sink.table
-        landed = self.spark.table(table).count()  # not timed: the run has finished
+        # not timed: the run has finished
+        landed = pipeline_tables(self.settings.pipeline(pipeline))[0].read(self.spark).count()
         if result.read != records or result.written != records or landed != records:
             raise RuntimeError(
                 f"{pipeline}: read {result.read}, wrote {result.written} and {table} holds "
@@ -496,28 +535,34 @@ class Bench:
             return sum(steps.values()), {f"step_{k}_s": round(v, 3) for k, v in steps.items()}
 
         self._measure("decode_breakdown", records, values, breakdown, warm=warm)
-        if "iceberg_write_limit" in self.args.paths:
+        if format_path("iceberg_write_limit", self.args.format) in self.args.paths:
             self._write_limit(cached, pipeline, records, values, warm=warm)
 
     def _write_limit(
         self, cached: DataFrame, pipeline: str, records: int, values: int, *, warm: bool
     ) -> None:
-        """Iceberg append of pre-decoded rows: what e2e could reach with a free decode."""
+        """An append of pre-decoded rows through the product's sink of the table's format:
+        what e2e could reach with a free decode."""
         built = build_pipeline(self.settings, pipeline)
+        fmt = self.settings.pipeline(pipeline).sink.format
         spec = built.committer.table.spec
         rows = paths.decoded_table_rows(cached, built)
         try:
 
             def write(run: int) -> tuple[float, dict[str, Any]]:
-                table = f"{spec.table}_write_limit_{'warm' if warm else 'run'}_{run}"
-                seconds = paths.iceberg_write_limit(rows, dataclasses.replace(spec, table=table))
-                landed = self.spark.table(table).count()  # not timed
+                suffix = f"_write_limit_{'warm' if warm else 'run'}_{run}"
+                location = f"{spec.location}{suffix}" if spec.location else None
+                table = dataclasses.replace(spec, table=spec.table + suffix, location=location)
+                seconds, sink = paths.write_limit(rows, fmt, table)
+                landed = sink.read(self.spark).count()  # not timed
                 if landed != records:
-                    raise RuntimeError(f"{table} holds {landed} of {records} records")
-                self.spark.sql(f"DROP TABLE {table} PURGE")
+                    raise RuntimeError(f"{table.table} holds {landed} of {records} records")
+                paths.drop_table(self.spark, table)
                 return seconds, {}
 
-            self._measure("iceberg_write_limit", records, values, write, warm=warm)
+            self._measure(
+                format_path("iceberg_write_limit", fmt.value), records, values, write, warm=warm
+            )
         finally:
             rows.unpersist(blocking=True)
 
@@ -569,25 +614,29 @@ def summarize(
     def ratio(a: str, b: str) -> float | None:
         return round(r[a].rps / r[b].rps, 3) if a in r and b in r else None
 
-    e2e = r["e2e_iceberg"].extra if "e2e_iceberg" in r else {}
+    fmt = bench.args.format
+    e2e_name, limit_name = format_path("e2e_iceberg", fmt), format_path("iceberg_write_limit", fmt)
+    names = [format_path(name, fmt) for name in ALL_PATHS]
+    e2e = r[e2e_name].extra if e2e_name in r else {}
     overall = bench.monitor.overall.mib()
     doc: dict[str, Any] = {
         "records": records,
-        **{f"{name}_rps": rps(name) for name in ALL_PATHS},
-        **{f"{name}_mbps": mbps(name) for name in ALL_PATHS},
+        "format": fmt,
+        **{f"{name}_rps": rps(name) for name in names},
+        **{f"{name}_mbps": mbps(name) for name in names},
         "decode_vs_native_ratio": ratio("ours_decode", "native_from_avro"),
         "decode_vs_python_udf_ratio": ratio("ours_decode", "python_udf_decode"),
-        "e2e_vs_noop_ratio": ratio("e2e_iceberg", "kafka_noop"),
-        "e2e_vs_noop_stream_ratio": ratio("e2e_iceberg", "kafka_noop_stream"),
+        "e2e_vs_noop_ratio": ratio(e2e_name, "kafka_noop"),
+        "e2e_vs_noop_stream_ratio": ratio(e2e_name, "kafka_noop_stream"),
         "process_vs_decode_ratio": ratio("ours_process", "ours_decode"),
-        "write_limit_vs_noop_ratio": ratio("iceberg_write_limit", "kafka_noop"),
-        "e2e_vs_write_limit_ratio": ratio("e2e_iceberg", "iceberg_write_limit"),
+        "write_limit_vs_noop_ratio": ratio(limit_name, "kafka_noop"),
+        "e2e_vs_write_limit_ratio": ratio(e2e_name, limit_name),
         "commit_latency_p50_s": _round(e2e.get("commit_latency_p50_s")),
         "commit_latency_p95_s": _round(e2e.get("commit_latency_p95_s")),
         "commit_latency_measures": "wall time of each Pipeline.process call (one "
-        "micro-batch: frame, registry, decode, counts, Iceberg write + commit)",
-        "iceberg_append_p50_s": _round(e2e.get("append_p50_s")),
-        "iceberg_append_p95_s": _round(e2e.get("append_p95_s")),
+        "micro-batch: frame, registry, decode, counts, table write + commit)",
+        f"{fmt}_append_p50_s": _round(e2e.get("append_p50_s")),
+        f"{fmt}_append_p95_s": _round(e2e.get("append_p95_s")),
         "peak_rss_driver_jvm_mib": overall.get("driver_jvm"),
         "peak_rss_python_worker_mib": overall.get("python_worker_max"),
         "peak_rss_python_workers_sum_mib": overall.get("python_workers_sum"),
@@ -655,7 +704,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "peak Python worker RSS MiB (max / sum) | CPU used by other processes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ALL_PATHS:
+    fmt = doc.get("format", "iceberg")
+    for name in [format_path(path, fmt) for path in ALL_PATHS]:
         m = doc["paths"].get(name)  # rates of the median run
         if m is None:
             continue
@@ -685,8 +735,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "e2e_vs_write_limit_ratio": "",
         "commit_latency_p50_s": "",
         "commit_latency_p95_s": "",
-        "iceberg_append_p50_s": "",
-        "iceberg_append_p95_s": "",
+        f"{fmt}_append_p50_s": "",
+        f"{fmt}_append_p95_s": "",
         "peak_rss_driver_jvm_mib": "",
         "peak_rss_python_worker_mib": "",
         "peak_rss_python_workers_sum_mib": "",

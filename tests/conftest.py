@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # Tests that need a session hosting Hudi are marked `hudi` and run in a pytest run of their
-# own (`make test` runs `-m "not hudi"`, then `-m hudi`): Hudi's session catalog and Kryo
-# serializer are fixed when the JVM starts, and Delta (in the main run) wants the same catalog.
+# own (`make test` runs `-m "not hudi"` and `-m hudi` side by side): Hudi's session catalog and
+# Kryo serializer are fixed when the JVM starts, and Delta (in the main run) wants the same
+# catalog. That session hosts Iceberg too, so a slow Iceberg-only test may be marked `hudi` to
+# even out the two runs.
 HUDI = "hudi"
 _FAMILY = pytest.StashKey[str]()
 
@@ -73,9 +75,6 @@ def spark(
     if session_family(request.config) == HUDI:
         pipelines["unused_hudi"] = _dummy_hudi_pipeline()
         formats = [TableFormat.ICEBERG, TableFormat.HUDI]
-    else:
-        # Delta rebuilds table state in 50 partitions by default: tiny tasks here
-        conf["spark.databricks.delta.snapshotPartitions"] = "2"
     settings = Settings.model_validate(
         {
             "spark": {

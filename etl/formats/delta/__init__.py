@@ -20,7 +20,13 @@ class DeltaFormat(TableFormatSupport):
 
     def session_conf(self, settings: Settings) -> dict[str, str]:
         """Makes Spark's session catalog Delta's (Iceberg keeps its own named catalog)."""
-        return {"spark.sql.catalog.spark_catalog": CATALOG}
+        return {
+            "spark.sql.catalog.spark_catalog": CATALOG,
+            # Delta rebuilds a table's state (log replay) in 50 tasks by default, whatever its
+            # size; a streaming table's log is small and replayed every batch: size it like
+            # the job's shuffles (spark.conf can still set it)
+            "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
+        }
 
     def sink(self, spec: TableSpec) -> TableSink:
         """A Delta sink for the table."""
