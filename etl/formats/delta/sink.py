@@ -128,6 +128,7 @@ class DeltaSink(TableSink):
             raise SinkError(f"{spec.table}: a delta table needs a location (found none)")
         self.location: str = spec.location
         self._registered = False
+        self._fitting: StructType | None = None  # a batch schema known to fit the table
 
     def ensure_table(self, spark: SparkSession, schema: StructType) -> None:
         """Creates the table at its location if no Delta table is there, and registers it.
@@ -331,7 +332,13 @@ class DeltaSink(TableSink):
                 cannot widen int, float or decimal columns), or the batch adds columns to a
                 table that does not evolve.
         """
+        if batch == self._fitting:
+            return []
         added, changed = schema_changes(self._schema(spark), batch)
+        if not added and not changed:
+            # the next batches of this schema need no read of the table's log (this sink is
+            # the table's only writer; a schema that grows is checked again)
+            self._fitting = batch
         if changed:
             raise SinkError(
                 f"{self.name}: the batch cannot be written: "
