@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from bench.paths import percentile
+from bench.paths import await_query, percentile
 from etl.config import PartitionField, PartitionTransform, Settings, TableFormat
 from etl.formats import CommitInfo, TableSpec, load_sink
 from etl.formats.base import UpsertSpec
@@ -55,7 +55,6 @@ CASES: dict[str, tuple[TableFormat, dict[str, Any]]] = {
 }
 UPDATE_SHARE = 0.1
 APPEND_TURNS = 2
-QUERY_TIMEOUT_S = 3600
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -386,7 +385,7 @@ class _Case:
         writer = writer.option("checkpointLocation", str(checkpoint)).trigger(availableNow=True)
         started = time.perf_counter()
         query = writer.toTable(table) if table else writer.start(path)
-        seconds = _await(query, started)
+        seconds = await_query(query, started, "the query")
         latencies = [
             p["durationMs"]["triggerExecution"] / 1000
             for p in query.recentProgress
@@ -399,20 +398,7 @@ def _run(writer: Any, checkpoint: Path) -> float:
     """Runs a foreachBatch writer to the end of its input; its seconds."""
     started = time.perf_counter()
     query = writer.option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start()
-    return _await(query, started)
-
-
-def _await(query: Any, started: float) -> float:
-    try:
-        query.awaitTermination(QUERY_TIMEOUT_S)
-        seconds = time.perf_counter() - started
-        if query.isActive:
-            raise RuntimeError(f"the query did not finish in {QUERY_TIMEOUT_S}s")
-        if query.exception() is not None:
-            raise RuntimeError(f"the query failed: {query.exception()}")
-        return seconds
-    finally:
-        query.stop()
+    return await_query(query, started, "the query")
 
 
 def _summary(records: int, seconds: float, latencies: list[float]) -> dict[str, Any]:

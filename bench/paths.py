@@ -385,16 +385,8 @@ def e2e(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
     pipeline.on_result = results.append
     started = time.perf_counter()
     query, _ = start_pipeline(spark, settings, name, pipeline)
-    try:
-        query.awaitTermination(QUERY_TIMEOUT_S)
-        seconds = time.perf_counter() - started
-        if query.isActive:
-            raise RuntimeError(f"e2e query did not finish in {QUERY_TIMEOUT_S:.0f}s")
-        if query.exception() is not None:
-            raise RuntimeError(f"e2e query failed: {query.exception()}")
-        progress = _sum_durations(query.recentProgress)
-    finally:
-        query.stop()
+    seconds = await_query(query, started, "e2e query")
+    progress = _sum_durations(query.recentProgress)
     return E2eResult(
         seconds=seconds,
         process_s=[r.seconds for r in results],
@@ -404,6 +396,25 @@ def e2e(spark: SparkSession, settings: Settings, name: str) -> E2eResult:
         dead_lettered=pipeline.totals.dead_lettered,
         progress_ms=progress,
     )
+
+
+def await_query(query: Any, started: float, what: str) -> float:
+    """Waits for an available_now query to end (stopping it either way); the seconds since
+    ``started``.
+
+    Raises:
+        RuntimeError: The query failed or did not end in ``QUERY_TIMEOUT_S``.
+    """
+    try:
+        query.awaitTermination(QUERY_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        if query.isActive:
+            raise RuntimeError(f"{what} did not finish in {QUERY_TIMEOUT_S:.0f}s")
+        if query.exception() is not None:
+            raise RuntimeError(f"{what} failed: {query.exception()}")
+        return seconds
+    finally:
+        query.stop()
 
 
 def _sum_durations(progress: list[dict[str, Any]]) -> dict[str, int]:
