@@ -38,8 +38,9 @@ from pyspark.sql import functions as F
 
 from bench.paths import await_query, percentile
 from etl.config import PartitionField, PartitionTransform, Settings, TableFormat
-from etl.formats import CommitInfo, TableSpec, load_sink
+from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
 from etl.formats.base import UpsertSpec
+from etl.formats.hudi import HudiSink
 from etl.spark import build_spark
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, KAFKA_PARTITION
 
@@ -293,11 +294,7 @@ class _Case:
         """Creates and fills a table through our sink (not timed)."""
         sink = load_sink(self.fmt, self.spec(name, upsert=upsert))
         sink.prepare(self.spark, rows.schema)
-        commit = CommitInfo("bench", "load", 0)
-        if upsert:
-            sink.upsert(rows.withColumn(DELETE_FLAG, F.lit(False)), commit)
-        else:
-            sink.append(rows, commit)
+        _write(sink, rows, CommitInfo("bench", "load", 0))
 
     def ours(
         self, source: Path, records: int, *, upsert: bool, name: str = "append_ours"
@@ -310,11 +307,7 @@ class _Case:
 
         def write(df: DataFrame, batch_id: int) -> None:
             started = time.perf_counter()
-            commit = CommitInfo("bench", query_id, batch_id)
-            if upsert:
-                sink.upsert(df.withColumn(DELETE_FLAG, F.lit(False)), commit)
-            else:
-                sink.append(df, commit)
+            _write(sink, df, CommitInfo("bench", query_id, batch_id))
             latencies.append(time.perf_counter() - started)
 
         writer = self._stream(source).writeStream.foreachBatch(write)
@@ -336,41 +329,44 @@ class _Case:
             with_day = self._stream(source).withColumn("order_ts_day", F.to_date("order_ts"))
             writer = with_day.writeStream.format("delta").partitionBy("order_ts_day")
             return self._theirs(writer, name, records, path=spec.location)
-        options = load_sink(self.fmt, spec).write_options("insert")  # type: ignore[attr-defined]
-        day = F.date_format("order_ts", "yyyy-MM-dd").alias("_etl_day_order_ts")
-        writer = self._stream(source).select("*", day).writeStream.format("hudi").options(**options)
+        sink = HudiSink(spec)
+        writer = (
+            sink.with_partition_columns(self._stream(source))
+            .writeStream.format("hudi")
+            .options(**sink.write_options("insert"))
+        )
         return self._theirs(writer, name, records, path=spec.location)
 
     def load_theirs(self, rows: DataFrame, *, name: str) -> None:
         """Hudi's own writer loads the table the way its streaming upsert sink expects."""
+        sink, options = self._hudi_upsert(name)
         (
-            rows.select("*", F.date_format("order_ts", "yyyy-MM-dd").alias("_etl_day_order_ts"))
+            sink.with_partition_columns(rows)
             .write.format("hudi")
-            .options(**self._hudi_upsert_options(name))
+            .options(**options)
             .mode("append")
-            .save(self.spec(name, upsert=True).location)
+            .save(sink.location)
         )
 
     def theirs_upsert(self, source: Path, records: int, *, name: str) -> dict[str, Any]:
         """Hudi's streaming sink upserting the same batches (its own event-time ordering)."""
-        day = F.date_format("order_ts", "yyyy-MM-dd").alias("_etl_day_order_ts")
+        sink, options = self._hudi_upsert(name)
         writer = (
-            self._stream(source)
-            .select("*", day)
+            sink.with_partition_columns(self._stream(source))
             .writeStream.format("hudi")
-            .options(**self._hudi_upsert_options(name))
+            .options(**options)
         )
-        return self._theirs(writer, name, records, path=self.spec(name, upsert=True).location)
+        return self._theirs(writer, name, records, path=sink.location)
 
-    def _hudi_upsert_options(self, name: str) -> dict[str, str]:
-        """Our sink's options for the table, with Hudi's own ordering instead of ours."""
-        sink = load_sink(self.fmt, self.spec(name, upsert=True))
-        options: dict[str, str] = sink.write_options("upsert")  # type: ignore[attr-defined]
+    def _hudi_upsert(self, name: str) -> tuple[HudiSink, dict[str, str]]:
+        """Our sink of the table, and its options with Hudi's own ordering instead of ours."""
+        sink = HudiSink(self.spec(name, upsert=True))
+        options = sink.write_options("upsert")
         options |= {
             "hoodie.datasource.write.precombine.field": "updated_ts",
             "hoodie.write.record.merge.mode": "EVENT_TIME_ORDERING",
         }
-        return options
+        return sink, options
 
     def _theirs(
         self,
@@ -392,6 +388,11 @@ class _Case:
             if p.get("numInputRows")
         ]
         return _summary(records, seconds, latencies)
+
+
+def _write(sink: TableSink, df: DataFrame, commit: CommitInfo) -> None:
+    """Appends, or upserts the rows as changes that delete nothing, as the table is declared."""
+    sink.write(df.withColumn(DELETE_FLAG, F.lit(False)) if sink.spec.upsert else df, commit)
 
 
 def _run(writer: Any, checkpoint: Path) -> float:

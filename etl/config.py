@@ -156,11 +156,13 @@ class PartitionTransform(enum.StrEnum):
     TRUNCATE = "truncate"
 
 
-# what a format cannot partition by: Delta has no hidden partitioning (time transforms become
-# generated columns, see etl.formats.delta) and nothing for bucket or truncate
+# what a format cannot partition by: Delta and Hudi have no hidden partitioning (time
+# transforms become generated or derived columns, see etl.formats.delta / .hudi) and nothing
+# for bucket or truncate
+_COLUMNS_AND_TIME_ONLY = frozenset({PartitionTransform.BUCKET, PartitionTransform.TRUNCATE})
 _UNSUPPORTED_TRANSFORMS = {
-    TableFormat.DELTA: frozenset({PartitionTransform.BUCKET, PartitionTransform.TRUNCATE}),
-    TableFormat.HUDI: frozenset({PartitionTransform.BUCKET, PartitionTransform.TRUNCATE}),
+    TableFormat.DELTA: _COLUMNS_AND_TIME_ONLY,
+    TableFormat.HUDI: _COLUMNS_AND_TIME_ONLY,
 }
 
 _TRANSFORM_SPELLINGS = {

@@ -308,16 +308,20 @@ class HudiSink(TableSink):
             "hoodie.datasource.hive_sync.partition_extractor_class": extractor,
         }
 
-    def _write(self, df: DataFrame, operation: str, commit: CommitInfo) -> None:
-        """One datasource write (one commit), then the table is registered."""
+    def with_partition_columns(self, df: DataFrame) -> DataFrame:
+        """``df`` plus the derived partition columns (``_etl_day_<col>`` ...) Hudi writes."""
         derived = [
             F.date_format(F.col(f.column), _TIME_FORMATS[f.transform]).alias(name)
             for f, name in zip(self.spec.partition_by, self._partitions, strict=True)
             if f.transform is not PartitionTransform.IDENTITY
         ]
-        rows = df.select("*", *derived) if derived else df
+        return df.select("*", *derived) if derived else df
+
+    def _write(self, df: DataFrame, operation: str, commit: CommitInfo) -> None:
+        """One datasource write (one commit), then the table is registered."""
         (
-            rows.write.format("hudi")
+            self.with_partition_columns(df)
+            .write.format("hudi")
             .options(**self.write_options(operation, commit))
             .mode("append")
             .save(self.location)
