@@ -34,7 +34,6 @@ from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
 from transforms.columns import DELETE_FLAG, ERROR_CLASS, RESET_OFFSET
 from transforms.expectations import Action, Expectation, violation_counts, violation_key
 from transforms.routing import dead_letter_rows, table_rows
-from transforms.upsert import latest_per_key
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -165,12 +164,6 @@ class BatchCommitter:
             try:
                 counts = self._aggregate(cached)
                 good = cached.transform(table_rows())
-                if upsert is not None:
-                    # checkpointed: a MERGE refuses a source whose plan holds the decode's
-                    # non-deterministic barrier column, and reads its source more than once
-                    good = good.transform(
-                        latest_per_key(keys=upsert.keys, ordering=upsert.ordering)
-                    ).localCheckpoint(eager=True)
                 self._append(self.table, good, commit)
             finally:
                 if owned:

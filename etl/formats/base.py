@@ -18,6 +18,7 @@ from pyspark.sql.types import DataType, LongType, StructType
 
 from etl.config import PartitionField, Settings, TableFormat
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
+from transforms.upsert import latest_per_key
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -145,7 +146,7 @@ class TableSink(abc.ABC):
     def upsert(self, df: DataFrame, commit: CommitInfo) -> None:
         """Applies one batch of changes to an upsert table in one atomic commit.
 
-        ``df`` holds at most one row per key (``transforms.upsert.latest_per_key``): the
+        ``df`` holds at most one row per key (``latest``): the
         table's columns, ``KAFKA_OFFSET`` among them, plus ``DELETE_FLAG`` (true: the row
         deletes its key) and ``RESET_OFFSET`` (may be absent: null), neither stored. A row
         replaces the table's row of its key, or deletes it, only if it is newer
@@ -159,11 +160,23 @@ class TableSink(abc.ABC):
         return spark.table(self.name)
 
     def write(self, df: DataFrame, commit: CommitInfo) -> None:
-        """Appends or upserts, as the table is declared."""
+        """Appends, or upserts the winner of each key (``latest``), as the table is declared."""
         if self.spec.upsert is None:
             self.append(df, commit)
         else:
-            self.upsert(df, commit)
+            self.upsert(self.latest(df), commit)
+
+    def latest(self, df: DataFrame) -> DataFrame:
+        """The change that wins per key among the batch's (``transforms.upsert.latest_per_key``).
+
+        Checkpointed: a MERGE refuses a source whose plan holds the decode's non-deterministic
+        barrier column, and reads its source more than once.
+        """
+        upsert = self.spec.upsert
+        assert upsert is not None, "latest() on a table declared append"
+        return df.transform(
+            latest_per_key(keys=upsert.keys, ordering=upsert.ordering)
+        ).localCheckpoint(eager=True)
 
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
         """The highest batch id committed by this query, or None (also before the table exists)."""

@@ -75,6 +75,7 @@ def test_write_options_upsert_table_writes_in_commit_time_order(
         "hoodie.index.type": index,
         "hoodie.metadata.record.index.enable": str(index == "RECORD_INDEX").lower(),
         "hoodie.write.set.null.for.missing.columns": "true",
+        "hoodie.combine.before.upsert": "false",
         "hoodie.record.index.update.partition.path": "true",
         "hoodie.simple.index.update.partition.path": "true",
         "hoodie.bloom.index.update.partition.path": "true",

@@ -35,6 +35,7 @@ from etl.formats.base import (
     newer_condition,
 )
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
+from transforms.upsert import latest_per_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -96,6 +97,7 @@ class HudiSink(TableSink):
         self.location: str = spec.location.rstrip("/")
         self.options = HudiOptions.model_validate(dict(spec.options))
         self._partitions = tuple(partition_column(f) for f in spec.partition_by)
+        self._registered = False
         # Hudi 1.0.2 fails the commit that writes a widened column (int -> long) to a
         # merge-on-read log file while it updates the record index: it reads the log with
         # the old schema (AvroTypeException); copy-on-write and appends widen fine
@@ -189,8 +191,12 @@ class HudiSink(TableSink):
         if RESET_OFFSET not in source.columns:
             source = source.withColumn(RESET_OFFSET, F.lit(None).cast("long"))
         if self.exists(spark):
-            stored = self.read(spark).select(
-                *upsert.keys, upsert.ordering, KAFKA_OFFSET, F.lit(True).alias(_STORED)
+            # only the stored rows of the batch's keys take part in the join: a broadcast
+            # filter of the scan instead of shuffling every key of the table
+            stored = (
+                self.read(spark)
+                .select(*upsert.keys, upsert.ordering, KAFKA_OFFSET, F.lit(True).alias(_STORED))
+                .join(F.broadcast(df.select(*upsert.keys)), list(upsert.keys), "left_semi")
             )
             on = " AND ".join(f"s.`{k}` = t.`{k}`" for k in upsert.keys)
             joined = source.alias("s").join(stored.alias("t"), F.expr(on), "left")
@@ -207,6 +213,12 @@ class HudiSink(TableSink):
         # Hudi scans its input several times: resolve against the table once, before the
         # commit changes it
         self._write(rows.localCheckpoint(eager=True), "upsert", commit)
+
+    def latest(self, df: DataFrame) -> DataFrame:
+        """The winner per key, left lazy: ``upsert`` checkpoints once, after its join."""
+        upsert = self.spec.upsert
+        assert upsert is not None, "latest() on a table declared append"
+        return df.transform(latest_per_key(keys=upsert.keys, ordering=upsert.ordering))
 
     def update(self, spark: SparkSession, *, assignments: Mapping[str, str], where: str) -> None:
         """Hudi's SQL ``UPDATE`` (also on tables without a record key)."""
@@ -263,6 +275,9 @@ class HudiSink(TableSink):
                 "hoodie.metadata.record.index.enable": str(index == "RECORD_INDEX").lower(),
                 # a column the batch lacks (an older reader schema) is written null
                 "hoodie.write.set.null.for.missing.columns": "true",
+                # the batch holds one row per key already (``latest_per_key``, then resolved
+                # against the table): Hudi's own per-key reduce would be a shuffle for nothing
+                "hoodie.combine.before.upsert": "false",
             }
             if index in _GLOBAL_INDEXES:
                 # a key whose partition value changes moves (if the change is newer)
@@ -379,8 +394,12 @@ class HudiSink(TableSink):
         )
 
     def _register(self, spark: SparkSession) -> None:
-        """Registers the table in the session catalog if it is not there yet."""
+        """Registers the table in the session catalog if it is not there yet (asked once per
+        sink: the lookup loads the table through Hudi's catalog, a cost on every commit)."""
+        if self._registered:
+            return
         if spark.catalog.tableExists(self.spec.table):
+            self._registered = True
             return
         location = self.location.replace("'", "\\'")
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self._database}`")
@@ -388,3 +407,4 @@ class HudiSink(TableSink):
             f"CREATE TABLE IF NOT EXISTS `{self._database}`.`{self._table}` "
             f"USING hudi LOCATION '{location}'"
         )
+        self._registered = True
