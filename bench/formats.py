@@ -3,22 +3,30 @@
 ``python -m bench.formats`` runs each case in a process of its own (a Spark session hosts Hudi
 or Delta, not both) and writes ``bench/formats.json``. The input is already-decoded order rows
 (the columns the pipeline writes, Kafka metadata included), staged as Parquet files, one file
-per micro-batch, and streamed with ``maxFilesPerTrigger=1`` into:
+per micro-batch, fed one at a time to each side's stream into:
 
 - ``append_ours``: ``foreachBatch`` -> our sink's ``append`` (one commit per batch, with the
   batch identity in its metadata): the format's write limit as the pipeline meets it;
+- ``append_plain``: ``foreachBatch`` -> the format's plainest batch append (``writeTo().append()``
+  or ``write.format(<format>).save``, theirs' options): what any ``foreachBatch`` sink costs
+  at least, ours included (a Python call and a batch write of its own per micro-batch,
+  where the native sink writes inside the micro-batch's plan);
 - ``append_theirs``: ``writeStream.format(<format>)`` on the same files (Iceberg ``toTable``,
   Delta and Hudi ``start(path)``, Hudi with our sink's write options);
 - ``upsert_ours``: a table of ``--keys`` keys loaded first (not timed), then batches of which
   10 % update existing keys (newer ``updated_ts``) and 90 % insert new ones, through our
-  sink's ``upsert`` (Iceberg and Delta: one MERGE; Hudi: resolve, then one upsert commit);
+  sink's ``write`` as the pipeline calls it (the winner per key, then Iceberg and Delta: one
+  MERGE; Hudi: resolve against the table, then one upsert commit);
 - ``upsert_theirs`` (Hudi only; Iceberg and Delta have no streaming upsert sink): Hudi's
   streaming sink with operation ``upsert`` and ``updated_ts`` as its ordering field, on a
   table loaded the same way.
 
-Each case reports records/s and the per-batch commit latency (p50/p95): ours from the sink
-call, theirs from the query progress (``triggerExecution``). The appends run twice, taking
-turns, and the faster run of each counts. Ratios are taken within one run.
+The sides race batch by batch: each batch is added to every side's input and run there as one
+``availableNow`` micro-batch, who goes first alternating per batch (neither side gains from a
+warmer JVM or file cache). Each side's time is the sum of its micro-batches'
+``triggerExecution`` (query start excluded, the same measure for both); records/s and the
+per-batch latency (p50/p95) follow from it. The appends race twice, into fresh tables.
+Ratios are taken within one run.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +55,8 @@ from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, KAFKA_PARTITION
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming.query import StreamingQuery
+    from pyspark.sql.streaming.readwriter import DataStreamWriter
 
 REPO = Path(__file__).resolve().parents[1]
 CASES: dict[str, tuple[TableFormat, dict[str, Any]]] = {
@@ -147,10 +158,10 @@ def run_case(args: argparse.Namespace, case: str) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     spark = _session(args, fmt, workdir)
     inputs = workdir / "input"
-    append_dir = _stage(
+    appends = _stage(
         spark, inputs / "append", start=args.keys, batches=args.batches, size=args.batch
     )
-    upsert_dir = _stage(
+    upserts = _stage(
         spark,
         inputs / "upsert",
         start=args.keys,
@@ -158,28 +169,27 @@ def run_case(args: argparse.Namespace, case: str) -> dict[str, Any]:
         size=args.batch,
         updates_of=args.keys,
     )
-    records = args.batch * args.batches
-    result: dict[str, Any] = {}
     bench = _Case(spark, fmt, options, workdir)
     # warm-up (not reported): both write paths once on small batches, so neither measured
     # path pays for the cold JVM
     warm = _stage(spark, inputs / "warm", start=0, batches=2, size=min(args.batch, 5_000))
-    bench.ours(warm, 0, upsert=False, name="warm_ours")
-    bench.theirs_append(warm, 0, name="warm_theirs")
-    # appends: ours and theirs taking turns, twice, the faster run of each reported (the
-    # JIT and the file cache favour whichever runs later)
-    ours: list[dict[str, Any]] = []
-    theirs: list[dict[str, Any]] = []
+    bench.race("warm", warm, bench.append_sides("warm"))
+    result: dict[str, Any] = {}
+    # appends: twice over, into new tables, the sides alternating who goes first
+    append_runs: dict[str, list[float]] = {"ours": [], "plain": [], "theirs": []}
     for turn in range(APPEND_TURNS):
-        ours.append(bench.ours(append_dir, records, upsert=False, name=f"append_ours_{turn}"))
-        theirs.append(bench.theirs_append(append_dir, records, name=f"append_theirs_{turn}"))
-    result["append_ours"] = min(ours, key=lambda r: r["seconds"])
-    result["append_theirs"] = min(theirs, key=lambda r: r["seconds"])
-    bench.load(_rows(spark, 0, args.keys), upsert=True, name="upsert_ours")
-    result["upsert_ours"] = bench.ours(upsert_dir, records, upsert=True, name="upsert_ours")
+        sides = bench.append_sides(f"append_{turn}")
+        for side, latencies in bench.race(f"append_{turn}", appends, sides, flip=turn).items():
+            append_runs[side] += latencies
+    for side, latencies in append_runs.items():
+        result[f"append_{side}"] = _summary(args.batch, latencies)
+    bench.load(_rows(spark, 0, args.keys), name="upsert_ours")
+    sides = {"ours": bench.ours("upsert_ours", upsert=True)}
     if fmt is TableFormat.HUDI:
         bench.load_theirs(_rows(spark, 0, args.keys), name="upsert_theirs")
-        result["upsert_theirs"] = bench.theirs_upsert(upsert_dir, records, name="upsert_theirs")
+        sides["theirs"] = bench.theirs_upsert("upsert_theirs")
+    for side, latencies in bench.race("upsert", upserts, sides).items():
+        result[f"upsert_{side}"] = _summary(args.batch, latencies)
     spark.stop()
     return result
 
@@ -251,12 +261,18 @@ def _rows(spark: SparkSession, start: int, count: int, *, updates_of: int = 0) -
 
 def _stage(
     spark: SparkSession, path: Path, *, start: int, batches: int, size: int, updates_of: int = 0
-) -> Path:
+) -> list[Path]:
     """Writes ``batches`` Parquet files of ``size`` rows each (one per micro-batch)."""
+    files: list[Path] = []
     for n in range(batches):
         rows = _rows(spark, start + n * size, size, updates_of=updates_of)
-        rows.coalesce(1).write.mode("append").parquet(str(path))
-    return path
+        rows.coalesce(1).write.mode("overwrite").parquet(str(path / f"batch-{n}"))
+        files += sorted((path / f"batch-{n}").glob("*.parquet"))
+    return files
+
+
+# a side of a race: starts its streaming query on the stream, from a checkpoint
+Start = Callable[["DataFrame", Path], "StreamingQuery"]
 
 
 class _Case:
@@ -283,59 +299,130 @@ class _Case:
             location=location,
         )
 
-    def _stream(self, source: Path) -> DataFrame:
-        return (
-            self.spark.readStream.schema(self.schema)
-            .option("maxFilesPerTrigger", 1)
-            .parquet(str(source))
-        )
+    def race(
+        self, name: str, batches: list[Path], sides: dict[str, Start], *, flip: int = 0
+    ) -> dict[str, list[float]]:
+        """Feeds the staged batches to each side's stream one at a time, the sides taking
+        turns (who goes first alternates per batch, so neither gains from a warmer JVM or
+        file cache); each batch is one ``availableNow`` run from the side's checkpoint.
 
-    def load(self, rows: DataFrame, *, upsert: bool, name: str) -> None:
-        """Creates and fills a table through our sink (not timed)."""
-        sink = load_sink(self.fmt, self.spec(name, upsert=upsert))
+        Returns:
+            Per side, the seconds of each batch: Spark's ``triggerExecution`` of the
+            micro-batch, the same measure for ours and theirs (query start excluded).
+        """
+        seconds: dict[str, list[float]] = {side: [] for side in sides}
+        for n, batch in enumerate(batches):
+            order = list(sides) if (n + flip) % 2 == 0 else list(reversed(sides))
+            for side in order:
+                feed = self.workdir / "feeds" / f"{name}_{side}"
+                feed.mkdir(parents=True, exist_ok=True)
+                os.link(batch, feed / f"batch-{n:04d}.parquet")
+                stream = (
+                    self.spark.readStream.schema(self.schema)
+                    .option("maxFilesPerTrigger", 1)
+                    .parquet(str(feed))
+                )
+                query = sides[side](stream, self.workdir / "checkpoints" / f"{name}_{side}")
+                await_query(query, time.perf_counter(), f"{name} {side}")
+                seconds[side] += [
+                    p["durationMs"]["triggerExecution"] / 1000
+                    for p in query.recentProgress
+                    if p.get("numInputRows")
+                ]
+        return seconds
+
+    def load(self, rows: DataFrame, *, name: str) -> None:
+        """Creates and fills an upsert table through our sink (not timed)."""
+        sink = load_sink(self.fmt, self.spec(name, upsert=True))
         sink.prepare(self.spark, rows.schema)
         _write(sink, rows, CommitInfo("bench", "load", 0))
 
-    def ours(
-        self, source: Path, records: int, *, upsert: bool, name: str = "append_ours"
-    ) -> dict[str, Any]:
-        """foreachBatch into our sink; the seconds of each sink call."""
+    def append_sides(self, name: str) -> dict[str, Start]:
+        """Ours, the plain ``foreachBatch`` write, and theirs, each into a new table."""
+        return {
+            "ours": self.ours(f"{name}_ours"),
+            "plain": self.plain(f"{name}_plain"),
+            "theirs": self.theirs(f"{name}_theirs"),
+        }
+
+    def ours(self, name: str, *, upsert: bool = False) -> Start:
+        """foreachBatch into our sink, one commit per batch with its identity."""
         sink = load_sink(self.fmt, self.spec(name, upsert=upsert))
         sink.prepare(self.spark, self.schema)
         query_id = str(uuid.uuid4())
-        latencies: list[float] = []
 
         def write(df: DataFrame, batch_id: int) -> None:
-            started = time.perf_counter()
             _write(sink, df, CommitInfo("bench", query_id, batch_id))
-            latencies.append(time.perf_counter() - started)
 
-        writer = self._stream(source).writeStream.foreachBatch(write)
-        seconds = _run(writer, self.workdir / "checkpoints" / name)
-        return _summary(records, seconds, latencies)
+        def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+            return _available_now(stream.writeStream.foreachBatch(write), checkpoint).start()
 
-    def theirs_append(
-        self, source: Path, records: int, *, name: str = "append_theirs"
-    ) -> dict[str, Any]:
-        """The format's own streaming sink, appending the same files."""
+        return start
+
+    def plain(self, name: str) -> Start:
+        """``foreachBatch`` with the format's plainest batch append and the options theirs
+        uses: the floor of any ``foreachBatch`` sink, ours included."""
         spec = self.spec(name, upsert=False)
-        writer = self._stream(source).writeStream
+        sink = load_sink(self.fmt, spec)
+        if self.fmt is TableFormat.ICEBERG:
+            sink.prepare(self.spark, self.schema)  # writeTo needs it; the others create it
+
+        def write(df: DataFrame, batch_id: int) -> None:
+            if self.fmt is TableFormat.ICEBERG:
+                df.writeTo(spec.table).append()
+            elif self.fmt is TableFormat.DELTA:
+                with_day = df.withColumn("order_ts_day", F.to_date("order_ts"))
+                with_day.write.format("delta").partitionBy("order_ts_day").mode("append").save(
+                    spec.location
+                )
+            else:
+                assert isinstance(sink, HudiSink)
+                (
+                    sink.with_partition_columns(df)
+                    .write.format("hudi")
+                    .options(**sink.write_options("insert"))
+                    .mode("append")
+                    .save(sink.location)
+                )
+
+        def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+            return _available_now(stream.writeStream.foreachBatch(write), checkpoint).start()
+
+        return start
+
+    def theirs(self, name: str) -> Start:
+        """The format's own streaming sink, appending."""
+        spec = self.spec(name, upsert=False)
         if self.fmt is TableFormat.ICEBERG:
             load_sink(self.fmt, spec).prepare(self.spark, self.schema)  # toTable needs it
-            # unsorted input into a partitioned table, as our sink writes it
-            writer = writer.format("iceberg").option("fanout-enabled", "true")
-            return self._theirs(writer, name, records, table=spec.table)
+
+            def iceberg(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+                # unsorted input into a partitioned table, as our sink writes it
+                writer = stream.writeStream.format("iceberg").option("fanout-enabled", "true")
+                return _available_now(writer, checkpoint).toTable(spec.table)
+
+            return iceberg
+        assert spec.location is not None
+        location = spec.location
         if self.fmt is TableFormat.DELTA:
-            with_day = self._stream(source).withColumn("order_ts_day", F.to_date("order_ts"))
-            writer = with_day.writeStream.format("delta").partitionBy("order_ts_day")
-            return self._theirs(writer, name, records, path=spec.location)
+
+            def delta(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+                with_day = stream.withColumn("order_ts_day", F.to_date("order_ts"))
+                writer = with_day.writeStream.format("delta").partitionBy("order_ts_day")
+                return _available_now(writer, checkpoint).start(location)
+
+            return delta
         sink = HudiSink(spec)
-        writer = (
-            sink.with_partition_columns(self._stream(source))
-            .writeStream.format("hudi")
-            .options(**sink.write_options("insert"))
-        )
-        return self._theirs(writer, name, records, path=spec.location)
+
+        def hudi(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+            writer = (
+                sink.with_partition_columns(stream)
+                .writeStream.format("hudi")
+                .options(**sink.write_options("insert"))
+            )
+            return _available_now(writer, checkpoint).start(location)
+
+        return hudi
 
     def load_theirs(self, rows: DataFrame, *, name: str) -> None:
         """Hudi's own writer loads the table the way its streaming upsert sink expects."""
@@ -348,15 +435,15 @@ class _Case:
             .save(sink.location)
         )
 
-    def theirs_upsert(self, source: Path, records: int, *, name: str) -> dict[str, Any]:
-        """Hudi's streaming sink upserting the same batches (its own event-time ordering)."""
+    def theirs_upsert(self, name: str) -> Start:
+        """Hudi's streaming sink upserting (its own event-time ordering)."""
         sink, options = self._hudi_upsert(name)
-        writer = (
-            sink.with_partition_columns(self._stream(source))
-            .writeStream.format("hudi")
-            .options(**options)
-        )
-        return self._theirs(writer, name, records, path=sink.location)
+
+        def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+            writer = sink.with_partition_columns(stream).writeStream.format("hudi")
+            return _available_now(writer.options(**options), checkpoint).start(sink.location)
+
+        return start
 
     def _hudi_upsert(self, name: str) -> tuple[HudiSink, dict[str, str]]:
         """Our sink of the table, and its options with Hudi's own ordering instead of ours."""
@@ -365,51 +452,34 @@ class _Case:
         options |= {
             "hoodie.datasource.write.precombine.field": "updated_ts",
             "hoodie.write.record.merge.mode": "EVENT_TIME_ORDERING",
+            # Hudi's default: its sink cannot assume a batch holds one row per key
+            "hoodie.combine.before.upsert": "true",
         }
         return sink, options
 
-    def _theirs(
-        self,
-        writer: Any,
-        name: str,
-        records: int,
-        *,
-        table: str | None = None,
-        path: str | None = None,
-    ) -> dict[str, Any]:
-        checkpoint = self.workdir / "checkpoints" / name
-        writer = writer.option("checkpointLocation", str(checkpoint)).trigger(availableNow=True)
-        started = time.perf_counter()
-        query = writer.toTable(table) if table else writer.start(path)
-        seconds = await_query(query, started, "the query")
-        latencies = [
-            p["durationMs"]["triggerExecution"] / 1000
-            for p in query.recentProgress
-            if p.get("numInputRows")
-        ]
-        return _summary(records, seconds, latencies)
-
 
 def _write(sink: TableSink, df: DataFrame, commit: CommitInfo) -> None:
-    """Appends, or upserts the rows as changes that delete nothing, as the table is declared."""
+    """Appends, or upserts the rows as changes that delete nothing, as the table is declared
+    (``TableSink.write``: the winner per key first, as in the pipeline)."""
     sink.write(df.withColumn(DELETE_FLAG, F.lit(False)) if sink.spec.upsert else df, commit)
 
 
-def _run(writer: Any, checkpoint: Path) -> float:
-    """Runs a foreachBatch writer to the end of its input; its seconds."""
-    started = time.perf_counter()
-    query = writer.option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start()
-    return await_query(query, started, "the query")
+def _available_now(writer: DataStreamWriter, checkpoint: Path) -> DataStreamWriter:
+    """The writer reading what is there now, from its checkpoint."""
+    return writer.option("checkpointLocation", str(checkpoint)).trigger(availableNow=True)
 
 
-def _summary(records: int, seconds: float, latencies: list[float]) -> dict[str, Any]:
+def _summary(batch: int, seconds: list[float]) -> dict[str, Any]:
+    """Records/s over the batches' seconds, and their p50/p95."""
+    total = sum(seconds)
+    records = batch * len(seconds)
     return {
         "records": records,
-        "seconds": round(seconds, 2),
-        "records_per_s": round(records / seconds) if seconds else None,
-        "batches": len(latencies),
-        "commit_p50_s": round(percentile(latencies, 0.5), 2),
-        "commit_p95_s": round(percentile(latencies, 0.95), 2),
+        "seconds": round(total, 2),
+        "records_per_s": round(records / total) if total else None,
+        "batches": len(seconds),
+        "commit_p50_s": round(percentile(seconds, 0.5), 2),
+        "commit_p95_s": round(percentile(seconds, 0.95), 2),
     }
 
 
@@ -419,18 +489,21 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['batches']} micro-batches of {doc['batch']:,} records; upserts into "
         f"{doc['keys']:,} keys, {doc['update_share']:.0%} of each batch updates",
         "",
-        "| format | append ours rec/s | append theirs rec/s | ours / theirs | upsert ours rec/s "
-        "| upsert theirs rec/s | ours / theirs | commit p50 / p95 s (append, upsert ours) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| format | append: ours / plain foreachBatch / theirs rec/s | ours / theirs "
+        "| plain / theirs | upsert: ours / theirs rec/s | ours / theirs "
+        "| batch p50 / p95 s (append ours, theirs; upsert ours) |",
+        "|---|---|---:|---:|---|---:|---|",
     ]
     for case, r in doc["cases"].items():
-        ao, at, uo = r["append_ours"], r["append_theirs"], r["upsert_ours"]
+        ao, ap, at, uo = r["append_ours"], r["append_plain"], r["append_theirs"], r["upsert_ours"]
         ut = r.get("upsert_theirs")
         theirs_upsert = f"{ut['records_per_s']:,}" if ut else "n/a"
         lines.append(
-            f"| {case} | {ao['records_per_s']:,} | {at['records_per_s']:,} | {_ratio(ao, at)} "
-            f"| {uo['records_per_s']:,} | {theirs_upsert} | {_ratio(uo, ut)} "
+            f"| {case} | {ao['records_per_s']:,} / {ap['records_per_s']:,} / "
+            f"{at['records_per_s']:,} | {_ratio(ao, at)} | {_ratio(ap, at)} "
+            f"| {uo['records_per_s']:,} / {theirs_upsert} | {_ratio(uo, ut)} "
             f"| {ao['commit_p50_s']} / {ao['commit_p95_s']}, "
+            f"{at['commit_p50_s']} / {at['commit_p95_s']}; "
             f"{uo['commit_p50_s']} / {uo['commit_p95_s']} |"
         )
     return "\n".join(lines)
