@@ -146,9 +146,9 @@ class TableSink(abc.ABC):
     def upsert(self, df: DataFrame, commit: CommitInfo) -> None:
         """Applies one batch of changes to an upsert table in one atomic commit.
 
-        ``df`` holds at most one row per key (``latest``): the
-        table's columns, ``KAFKA_OFFSET`` among them, plus ``DELETE_FLAG`` (true: the row
-        deletes its key) and ``RESET_OFFSET`` (may be absent: null), neither stored. A row
+        ``df`` holds at most one row per key (``latest``): the table's columns,
+        ``KAFKA_OFFSET`` among them, plus ``DELETE_FLAG`` (true: the row deletes its key)
+        and ``RESET_OFFSET`` (may be absent: null), neither stored. A row
         replaces the table's row of its key, or deletes it, only if it is newer
         (``newer_condition``); a row whose key the table lacks is inserted unless it is a
         delete. So applying a batch twice changes nothing.

@@ -395,7 +395,7 @@ class HudiSink(TableSink):
 
     def _register(self, spark: SparkSession) -> None:
         """Registers the table in the session catalog if it is not there yet (asked once per
-        sink: the lookup loads the table through Hudi's catalog, a cost on every commit)."""
+        sink, not at every commit)."""
         if self._registered:
             return
         if spark.catalog.tableExists(self.spec.table):
