@@ -167,16 +167,12 @@ class TableSink(abc.ABC):
             self.upsert(self.latest(df), commit)
 
     def latest(self, df: DataFrame) -> DataFrame:
-        """The change that wins per key among the batch's (``transforms.upsert.latest_per_key``).
-
-        Checkpointed: a MERGE refuses a source whose plan holds the decode's non-deterministic
-        barrier column, and reads its source more than once.
-        """
+        """The change that wins per key among the batch's (``transforms.upsert.latest_per_key``),
+        left lazy: each sink materializes what it writes once (``upsert_source``, Hudi's
+        resolution)."""
         upsert = self.spec.upsert
         assert upsert is not None, "latest() on a table declared append"
-        return df.transform(
-            latest_per_key(keys=upsert.keys, ordering=upsert.ordering)
-        ).localCheckpoint(eager=True)
+        return df.transform(latest_per_key(keys=upsert.keys, ordering=upsert.ordering))
 
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
         """The highest batch id committed by this query, or None (also before the table exists)."""
@@ -275,7 +271,11 @@ def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> s
 
 def upsert_source(df: DataFrame, target: StructType) -> DataFrame:
     """An upsert batch shaped as ``merge_statement``'s source: the target table's columns (null
-    where the batch has none), ``DELETE_FLAG`` and ``RESET_OFFSET`` (null when absent)."""
+    where the batch has none), ``DELETE_FLAG`` and ``RESET_OFFSET`` (null when absent).
+
+    Checkpointed: a MERGE refuses a source whose plan holds the decode's non-deterministic
+    barrier column, and reads its source more than once.
+    """
 
     def column(name: str, data_type: DataType) -> Column:
         return F.col(name) if name in df.columns else F.lit(None).cast(data_type).alias(name)
@@ -284,7 +284,7 @@ def upsert_source(df: DataFrame, target: StructType) -> DataFrame:
         *[column(f.name, f.dataType) for f in target.fields],
         DELETE_FLAG,
         column(RESET_OFFSET, LongType()),
-    )
+    ).localCheckpoint(eager=True)
 
 
 def merge_statement(

@@ -35,7 +35,6 @@ from etl.formats.base import (
     newer_condition,
 )
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
-from transforms.upsert import latest_per_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -213,12 +212,6 @@ class HudiSink(TableSink):
         # Hudi scans its input several times: resolve against the table once, before the
         # commit changes it
         self._write(rows.localCheckpoint(eager=True), "upsert", commit)
-
-    def latest(self, df: DataFrame) -> DataFrame:
-        """The winner per key, left lazy: ``upsert`` checkpoints once, after its join."""
-        upsert = self.spec.upsert
-        assert upsert is not None, "latest() on a table declared append"
-        return df.transform(latest_per_key(keys=upsert.keys, ordering=upsert.ordering))
 
     def update(self, spark: SparkSession, *, assignments: Mapping[str, str], where: str) -> None:
         """Hudi's SQL ``UPDATE`` (also on tables without a record key)."""
