@@ -67,6 +67,8 @@ CASES: dict[str, tuple[TableFormat, dict[str, Any]]] = {
 }
 UPDATE_SHARE = 0.1
 APPEND_TURNS = 2
+# the day column Delta's own writers (plain and theirs) partition by
+DELTA_DAY = "order_ts_day"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -354,10 +356,7 @@ class _Case:
         def write(df: DataFrame, batch_id: int) -> None:
             _write(sink, df, CommitInfo("bench", query_id, batch_id))
 
-        def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
-            return _available_now(stream.writeStream.foreachBatch(write), checkpoint).start()
-
-        return start
+        return _foreach_batch(write)
 
     def plain(self, name: str) -> Start:
         """``foreachBatch`` with the format's plainest batch append and the options theirs
@@ -371,24 +370,14 @@ class _Case:
             if self.fmt is TableFormat.ICEBERG:
                 df.writeTo(spec.table).append()
             elif self.fmt is TableFormat.DELTA:
-                with_day = df.withColumn("order_ts_day", F.to_date("order_ts"))
-                with_day.write.format("delta").partitionBy("order_ts_day").mode("append").save(
+                _with_day(df).write.format("delta").partitionBy(DELTA_DAY).mode("append").save(
                     spec.location
                 )
             else:
                 assert isinstance(sink, HudiSink)
-                (
-                    sink.with_partition_columns(df)
-                    .write.format("hudi")
-                    .options(**sink.write_options("insert"))
-                    .mode("append")
-                    .save(sink.location)
-                )
+                _hudi_append(sink, df, sink.write_options("insert"))
 
-        def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
-            return _available_now(stream.writeStream.foreachBatch(write), checkpoint).start()
-
-        return start
+        return _foreach_batch(write)
 
     def theirs(self, name: str) -> Start:
         """The format's own streaming sink, appending."""
@@ -407,8 +396,7 @@ class _Case:
         if self.fmt is TableFormat.DELTA:
 
             def delta(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
-                with_day = stream.withColumn("order_ts_day", F.to_date("order_ts"))
-                writer = with_day.writeStream.format("delta").partitionBy("order_ts_day")
+                writer = _with_day(stream).writeStream.format("delta").partitionBy(DELTA_DAY)
                 return _available_now(writer, checkpoint).start(location)
 
             return delta
@@ -427,13 +415,7 @@ class _Case:
     def load_theirs(self, rows: DataFrame, *, name: str) -> None:
         """Hudi's own writer loads the table the way its streaming upsert sink expects."""
         sink, options = self._hudi_upsert(name)
-        (
-            sink.with_partition_columns(rows)
-            .write.format("hudi")
-            .options(**options)
-            .mode("append")
-            .save(sink.location)
-        )
+        _hudi_append(sink, rows, options)
 
     def theirs_upsert(self, name: str) -> Start:
         """Hudi's streaming sink upserting (its own event-time ordering)."""
@@ -462,6 +444,31 @@ def _write(sink: TableSink, df: DataFrame, commit: CommitInfo) -> None:
     """Appends, or upserts the rows as changes that delete nothing, as the table is declared
     (``TableSink.write``: the winner per key first, as in the pipeline)."""
     sink.write(df.withColumn(DELETE_FLAG, F.lit(False)) if sink.spec.upsert else df, commit)
+
+
+def _foreach_batch(write: Callable[[DataFrame, int], None]) -> Start:
+    """A side that hands each micro-batch to ``write``."""
+
+    def start(stream: DataFrame, checkpoint: Path) -> StreamingQuery:
+        return _available_now(stream.writeStream.foreachBatch(write), checkpoint).start()
+
+    return start
+
+
+def _with_day(df: DataFrame) -> DataFrame:
+    """``df`` plus the day column Delta's own writers partition by."""
+    return df.withColumn(DELTA_DAY, F.to_date("order_ts"))
+
+
+def _hudi_append(sink: HudiSink, df: DataFrame, options: dict[str, str]) -> None:
+    """One batch write through Hudi's datasource with ``options`` (no sink logic)."""
+    (
+        sink.with_partition_columns(df)
+        .write.format("hudi")
+        .options(**options)
+        .mode("append")
+        .save(sink.location)
+    )
 
 
 def _available_now(writer: DataStreamWriter, checkpoint: Path) -> DataStreamWriter:
