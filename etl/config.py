@@ -282,6 +282,10 @@ class HudiOptions(_Model):
     # merge-on-read: compact inline after this many delta commits (Hudi's async compaction
     # does not run inside foreachBatch, apache/hudi#2043)
     compaction_delta_commits: int = Field(default=5, ge=1)
+    # Cluster (rewrite small files into files of maintenance.compact's target size, sorted by
+    # its sort_by) inline after this many commits, while maintenance.compact is enabled. Hudi's
+    # table services run inside the stream's writer: see etl/formats/hudi/maintenance.py
+    clustering_commits: int = Field(default=10, ge=1)
     # How an upsert finds the file group that holds a key. RECORD_INDEX (the record-level
     # index in Hudi's metadata table) looks up the batch's keys only, so a micro-batch costs in
     # proportion to its own size, not the table's (SIMPLE and GLOBAL_SIMPLE join the batch
@@ -395,6 +399,114 @@ class TriggerSettings(_Model):
     interval: str = "30 seconds"
 
 
+# Files younger than this are never deleted by orphan removal or VACUUM, whatever the
+# configuration says: a commit in flight (a micro-batch, a compaction rewriting for an hour)
+# has written files no snapshot references yet. Iceberg's own procedure warns below 24 hours.
+FILE_AGE_FLOOR_HOURS = 24.0
+_CRON_FIELDS = 5
+_CRON_MACROS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"})
+
+
+def check_cron(expression: str) -> str:
+    """A five-field cron expression (minute hour day-of-month month day-of-week) or a macro.
+
+    Raises:
+        ValueError: Not one, or a field out of range.
+    """
+    from croniter import croniter
+
+    text = " ".join(expression.split())
+    if text in _CRON_MACROS:
+        return text
+    if len(text.split()) != _CRON_FIELDS or not croniter.is_valid(text):
+        raise ValueError(
+            "expected a cron expression of five fields (minute hour day-of-month month "
+            f"day-of-week, e.g. '0 3 * * *') or one of {', '.join(sorted(_CRON_MACROS))}, "
+            f"found {expression!r}"
+        )
+    return text
+
+
+class _Task(_Model):
+    """What every maintenance task has: whether it runs and when."""
+
+    enabled: bool = True
+    # cron, in UTC; the deployment renders it as EMR steps, Glue triggers or crontab lines
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+
+class CompactSettings(_Task):
+    """Rewriting small files into fewer, larger ones (Iceberg rewrite_data_files, Hudi
+    compaction + clustering, Delta OPTIMIZE)."""
+
+    schedule: str | None = "0 */6 * * *"
+    target_file_size_mb: int = Field(default=128, ge=1)
+    # a file group or partition is rewritten once it has this many files (Iceberg, Hudi)
+    min_input_files: int = Field(default=5, ge=2)
+    # sort the rewritten rows by these columns (e.g. the GDPR subject key, so an erasure
+    # rewrites few files); empty: bin-pack only
+    sort_by: list[str] = Field(default_factory=list)
+    # interleave the sort columns (z-order) instead of sorting by them in turn
+    zorder: bool = False
+    # SQL filter on partition columns: rewrite only this part of the table (Iceberg, Delta)
+    where: str | None = None
+
+    @model_validator(mode="after")
+    def _zorder_needs_columns(self) -> CompactSettings:
+        if self.zorder and len(self.sort_by) < 2:
+            raise ValueError(
+                f"zorder needs two or more `sort_by` columns, found {len(self.sort_by)}"
+            )
+        return self
+
+
+class ExpireSettings(_Task):
+    """Dropping old snapshots / versions / file versions (Iceberg expire_snapshots, Hudi
+    cleaner, Delta VACUUM). The commits exactly-once needs are kept whatever this says."""
+
+    schedule: str | None = "30 2 * * *"
+    # snapshots / versions / file versions older than this go (Delta: VACUUM's retention,
+    # which also deletes unreferenced files this old, so it has the file-age floor)
+    older_than_hours: float = Field(default=168.0, ge=0)
+    # keep at least this many snapshots (Iceberg) / commits (Hudi cleaner)
+    retain_last: int = Field(default=10, ge=1)
+
+
+class OrphanSettings(_Task):
+    """Deleting files no snapshot references (Iceberg remove_orphan_files; Hudi's cleaner and
+    Delta's VACUUM cover it for theirs)."""
+
+    schedule: str | None = "0 4 * * 0"
+    older_than_hours: float = 72.0
+
+    @field_validator("older_than_hours")
+    @classmethod
+    def _floor(cls, value: float) -> float:
+        if value < FILE_AGE_FLOOR_HOURS:
+            raise ValueError(
+                f"expected at least {FILE_AGE_FLOOR_HOURS:g} hours, found {value:g}: a younger "
+                "file may belong to a commit still in flight (a running micro-batch or "
+                "compaction), and deleting it would corrupt that commit"
+            )
+        return value
+
+
+class MaintenanceSettings(_Model):
+    """The maintenance jobs of one pipeline's table and dead-letter table (``jobs.maintain``)."""
+
+    compact: CompactSettings = CompactSettings()
+    expire: ExpireSettings = ExpireSettings()
+    orphans: OrphanSettings = OrphanSettings()
+    # where each run's record goes (the pipeline's format); default: beside the table,
+    # named <table>_maintenance_log
+    log_table: TableSettings | None = None
+
+
 class PipelineSettings(_Model):
     """One Kafka topic set -> one table, with its own checkpoint."""
 
@@ -406,6 +518,35 @@ class PipelineSettings(_Model):
     trigger: TriggerSettings = TriggerSettings()
     # named SQL checks on decoded rows (false or null = violated), see transforms.expectations
     expectations: list[Expectation] = Field(default_factory=list)
+    maintenance: MaintenanceSettings = MaintenanceSettings()
+
+    @model_validator(mode="after")
+    def _maintenance_fits_the_format(self) -> PipelineSettings:
+        expire = self.maintenance.expire
+        if self.sink.format is TableFormat.DELTA and expire.older_than_hours < FILE_AGE_FLOOR_HOURS:
+            raise ValueError(
+                f"maintenance.expire.older_than_hours: expected at least "
+                f"{FILE_AGE_FLOOR_HOURS:g} hours for a delta table, found "
+                f"{expire.older_than_hours:g}: VACUUM also deletes unreferenced files this old, "
+                "and a younger one may belong to a commit still in flight"
+            )
+        if self.maintenance.compact.where and self.sink.format is TableFormat.HUDI:
+            raise ValueError(
+                "maintenance.compact.where: applies to iceberg and delta tables, found format "
+                "hudi (its compaction and clustering plan by file group)"
+            )
+        return self
+
+    @property
+    def maintenance_log(self) -> TableSettings:
+        """The table each maintenance run is recorded in (configured, or beside the table)."""
+        if self.maintenance.log_table is not None:
+            return self.maintenance.log_table
+        location = self.sink.location
+        return TableSettings(
+            table=f"{self.sink.table}_maintenance_log",
+            location=None if location is None else location.rstrip("/") + "_maintenance_log",
+        )
 
     @field_validator("expectations")
     @classmethod

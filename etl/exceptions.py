@@ -49,3 +49,7 @@ class SinkError(EtlError):
 
 class SecretError(EtlError):
     """A secret (SCRAM password, credentials) could not be found or read."""
+
+
+class MaintenanceError(EtlError):
+    """A maintenance task cannot run on a table, or failed (the table is left as it was)."""

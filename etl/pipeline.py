@@ -137,6 +137,7 @@ def pipeline_tables(pipeline: PipelineSettings) -> tuple[TableSink, TableSink]:
             upsert=upsert,
             options=sink.format_options,
             location=local_uri(sink.location) if sink.location else None,
+            maintenance=pipeline.maintenance,
         ),
     )
     dead_letter = load_sink(
@@ -148,6 +149,7 @@ def pipeline_tables(pipeline: PipelineSettings) -> tuple[TableSink, TableSink]:
             location=local_uri(pipeline.dead_letter.location)
             if pipeline.dead_letter.location
             else None,
+            maintenance=pipeline.maintenance,
         ),
     )
     return table, dead_letter

@@ -8,7 +8,9 @@ batch jobs only talk to these two interfaces, so a new format is an addition, no
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,7 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, LongType, StructType
 
-from etl.config import PartitionField, Settings, TableFormat
+from etl.config import (
+    CompactSettings,
+    ExpireSettings,
+    MaintenanceSettings,
+    OrphanSettings,
+    PartitionField,
+    Settings,
+    TableFormat,
+)
+from etl.exceptions import MaintenanceError
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
 from transforms.upsert import latest_per_key
 
@@ -32,6 +43,10 @@ QUERY_ID_KEY = "etl.query-id"
 BATCH_ID_KEY = "etl.batch-id"
 # the reader schema the batch was decoded with: a restarted job evolves on from it
 READER_SCHEMA_KEY = "etl.reader-schema"
+
+# a batch commit that conflicts with a concurrent writer (maintenance) is tried this often
+CONFLICT_ATTEMPTS = 4
+CONFLICT_BACKOFF_S = 2.0
 
 # the shape of ``TableSink.commit_history``
 COMMITTED_AT = "committed_at"
@@ -63,6 +78,9 @@ class TableSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     # where the table's files live, as a URI (Hudi, Delta); None: the catalog decides (Iceberg)
     location: str | None = None
+    # the pipeline's maintenance settings: formats whose table services run inline in the
+    # writer (Hudi) take their targets and retention from here
+    maintenance: MaintenanceSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,8 @@ class TableSink(abc.ABC):
     # decimal precision); if not, a schema version needing it is dead-lettered as
     # INCOMPATIBLE_SCHEMA instead of failing the commit
     widens_types: bool = True
+    # text that marks a commit conflict with a concurrent writer in the format's errors
+    conflict_markers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: TableSpec) -> None:
         """Binds the sink to one table."""
@@ -160,11 +180,36 @@ class TableSink(abc.ABC):
         return spark.table(self.name)
 
     def write(self, df: DataFrame, commit: CommitInfo) -> None:
-        """Appends, or upserts the winner of each key (``latest``), as the table is declared."""
-        if self.spec.upsert is None:
-            self.append(df, commit)
-        else:
-            self.upsert(self.latest(df), commit)
+        """Appends, or upserts the winner of each key (``latest``), as the table is declared.
+
+        A commit that lost a race with another writer of the table (a maintenance job's
+        compaction rewrote files this batch's MERGE read) committed nothing: it is tried
+        again on the new table state, up to ``CONFLICT_ATTEMPTS`` times.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                if self.spec.upsert is None:
+                    self.append(df, commit)
+                else:
+                    self.upsert(self.latest(df), commit)
+                return
+            except Exception as err:
+                if attempt == CONFLICT_ATTEMPTS or not self.is_conflict(err):
+                    raise
+                log.warning(
+                    "%s: batch %s lost a commit race with another writer (attempt %d of %d), "
+                    "retrying: %s",
+                    self.name,
+                    commit.batch_id,
+                    attempt,
+                    CONFLICT_ATTEMPTS,
+                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+                )
+                time.sleep(CONFLICT_BACKOFF_S * attempt)
+
+    def is_conflict(self, err: BaseException) -> bool:
+        """Whether ``err`` is a commit conflict with a concurrent writer (nothing committed)."""
+        return is_conflict(err, self.conflict_markers)
 
     def latest(self, df: DataFrame) -> DataFrame:
         """The change that wins per key among the batch's (``transforms.upsert.latest_per_key``),
@@ -248,6 +293,92 @@ class TableFormatSupport(abc.ABC):
     def sink(self, spec: TableSpec) -> TableSink:
         """A sink writing the table ``spec`` describes."""
 
+    @abc.abstractmethod
+    def maintenance(self, sink: TableSink) -> TableMaintenance:
+        """The maintenance tasks of the sink's table."""
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """The size of a table's current state and how much history it keeps."""
+
+    # data files (and delete / log files) the current snapshot reads, and their bytes
+    files: int
+    bytes: int
+    # live snapshots (Iceberg), versions in the log (Delta), completed commits in the active
+    # timeline (Hudi)
+    snapshots: int
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one maintenance task did (the stats before and after are taken around it)."""
+
+    files_rewritten: int = 0
+    snapshots_expired: int = 0
+    files_deleted: int = 0
+    # false: the task does not apply to this table (e.g. orphans on Delta: VACUUM covers it)
+    applied: bool = True
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TableMaintenance(abc.ABC):
+    """A table's maintenance: compaction, expiry of old history, removal of orphan files.
+
+    Every task is one or more commits of its own that a streaming writer may race; a task
+    that loses (``is_conflict``) committed nothing and is retried by ``etl.maintenance``.
+    """
+
+    def __init__(self, sink: TableSink) -> None:
+        """Binds the tasks to the sink's table."""
+        self.sink = sink
+
+    @property
+    def name(self) -> str:
+        """The table as Spark SQL names it."""
+        return self.sink.name
+
+    @abc.abstractmethod
+    def check(self, spark: SparkSession) -> None:
+        """Fails unless a table of this format is where the configuration says.
+
+        Raises:
+            MaintenanceError: No table there, or one of another format.
+        """
+
+    @abc.abstractmethod
+    def stats(self, spark: SparkSession) -> TableStats:
+        """The table's files, bytes and retained history now."""
+
+    @abc.abstractmethod
+    def compact(
+        self, spark: SparkSession, settings: CompactSettings, *, now: dt.datetime, dry_run: bool
+    ) -> TaskOutcome:
+        """Rewrites small files into files of the target size, sorted if configured."""
+
+    @abc.abstractmethod
+    def expire(
+        self,
+        spark: SparkSession,
+        settings: ExpireSettings,
+        *,
+        now: dt.datetime,
+        keep_from: dt.datetime | None,
+        dry_run: bool,
+    ) -> TaskOutcome:
+        """Drops history older than the settings allow, never a commit at or after
+        ``keep_from`` (the oldest commit the exactly-once replay check still reads)."""
+
+    @abc.abstractmethod
+    def orphans(
+        self, spark: SparkSession, settings: OrphanSettings, *, now: dt.datetime, dry_run: bool
+    ) -> TaskOutcome:
+        """Deletes files no snapshot references that are older than the settings' age."""
+
+    def is_conflict(self, err: BaseException) -> bool:
+        """Whether ``err`` is a commit conflict with a concurrent writer (nothing committed)."""
+        return self.sink.is_conflict(err)
+
 
 def newer_condition(ordering: str, *, source: str = "s", target: str = "t") -> str:
     """SQL: the source row is newer than the target row of its key.
@@ -309,3 +440,48 @@ def merge_statement(
         f"WHEN MATCHED AND NOT s.`{DELETE_FLAG}` AND ({newer}) THEN UPDATE SET {sets} "
         f"WHEN NOT MATCHED AND NOT s.`{DELETE_FLAG}` THEN INSERT ({names}) VALUES ({values})"
     )
+
+
+def is_conflict(err: BaseException, markers: Sequence[str]) -> bool:
+    """Whether an error (or one it was raised from) names one of the conflict markers."""
+    seen: BaseException | None = err
+    while seen is not None:
+        text = f"{type(seen).__name__}: {seen}"
+        if any(marker in text for marker in markers):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# what marks a table of each format at its location
+_FORMAT_MARKERS = {
+    TableFormat.DELTA: "_delta_log",
+    TableFormat.HUDI: ".hoodie/hoodie.properties",
+    TableFormat.ICEBERG: "metadata",
+}
+
+
+def format_at(spark: SparkSession, location: str) -> TableFormat | None:
+    """The table format whose files are at a location, or None when there is no table."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for fmt, marker in _FORMAT_MARKERS.items():
+        path = jvm.org.apache.hadoop.fs.Path(f"{location.rstrip('/')}/{marker}")
+        if path.getFileSystem(conf).exists(path):
+            return fmt
+    return None
+
+
+def check_format_at(spark: SparkSession, table: str, location: str, fmt: TableFormat) -> None:
+    """Fails unless a table of ``fmt`` is at the location.
+
+    Raises:
+        MaintenanceError: No table there, or one of another format.
+    """
+    found = format_at(spark, location)
+    if found is not fmt:
+        what = "nothing" if found is None else f"a {found.value} table"
+        raise MaintenanceError(
+            f"{table}: expected a {fmt.value} table at {location}, found {what} (nothing was done)"
+        )

@@ -57,6 +57,32 @@ SINK_DEFAULTS: dict[str, Any] = {
 }
 
 
+def maintenance(**sections: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's maintenance section as dumped: the defaults, then ``sections``' keys."""
+    dumped: dict[str, Any] = {
+        "compact": {
+            "enabled": True,
+            "schedule": "0 */6 * * *",
+            "target_file_size_mb": 128,
+            "min_input_files": 5,
+            "sort_by": [],
+            "zorder": False,
+            "where": None,
+        },
+        "expire": {
+            "enabled": True,
+            "schedule": "30 2 * * *",
+            "older_than_hours": 168.0,
+            "retain_last": 10,
+        },
+        "orphans": {"enabled": True, "schedule": "0 4 * * 0", "older_than_hours": 72.0},
+        "log_table": None,
+    }
+    for name, keys in sections.items():
+        dumped[name] = {**dumped[name], **keys}
+    return dumped
+
+
 LOCAL_ORDERS: dict[str, Any] = {
     "source": {
         "bootstrap_servers": "127.0.0.1:9092",
@@ -89,6 +115,7 @@ LOCAL_ORDERS: dict[str, Any] = {
     "checkpoint": ".checkpoints/orders",
     "trigger": {"mode": "available_now", "interval": "30 seconds"},
     "expectations": [],
+    "maintenance": maintenance(compact={"sort_by": ["customer_id"]}),
 }
 
 
@@ -269,6 +296,14 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
                 "expectations": [],
+                "maintenance": maintenance(
+                    compact={
+                        "schedule": "15 */4 * * *",
+                        "where": "order_ts < current_date()",
+                        "sort_by": ["customer_id"],
+                    },
+                    expire={"schedule": "45 1 * * *", "older_than_hours": 72.0, "retain_last": 20},
+                ),
             },
             "payments": {
                 "source": {
@@ -308,6 +343,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                 "checkpoint": "s3://my-lake/checkpoints/payments",
                 "trigger": {"mode": "processing_time", "interval": "5 minutes"},
                 "expectations": [],
+                "maintenance": maintenance(),
             },
         },
     }
@@ -386,6 +422,7 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                 "checkpoint": "s3://my-lake/checkpoints/orders",
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
                 "expectations": [],
+                "maintenance": maintenance(),
             }
         },
     }
@@ -920,6 +957,62 @@ INVALID: list[Any] = [
         ],
         id="every-error-is-listed",
     ),
+    pytest.param(
+        lambda c: _orders(c).update(maintenance={"compact": {"schedule": "0 25 * * *"}}),
+        [
+            "pipelines.orders.maintenance.compact.schedule: Value error, expected a cron "
+            "expression of five fields (minute hour day-of-month month day-of-week, e.g. "
+            "'0 3 * * *') or one of @annually, @daily, @hourly, @monthly, @weekly, @yearly, "
+            "found '0 25 * * *'"
+        ],
+        id="cron-hour-out-of-range",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(maintenance={"expire": {"schedule": "0 0 3 * * *"}}),
+        [
+            "pipelines.orders.maintenance.expire.schedule: Value error, expected a cron "
+            "expression of five fields (minute hour day-of-month month day-of-week, e.g. "
+            "'0 3 * * *') or one of @annually, @daily, @hourly, @monthly, @weekly, @yearly, "
+            "found '0 0 3 * * *'"
+        ],
+        id="cron-with-seconds",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(maintenance={"orphans": {"older_than_hours": 2}}),
+        [
+            "pipelines.orders.maintenance.orphans.older_than_hours: Value error, expected at "
+            "least 24 hours, found 2: a younger file may belong to a commit still in flight "
+            "(a running micro-batch or compaction), and deleting it would corrupt that commit"
+        ],
+        id="orphan-age-below-the-floor",
+    ),
+    pytest.param(
+        lambda c: _delta(c) and _orders(c).update(maintenance={"expire": {"older_than_hours": 1}}),
+        [
+            "pipelines.orders: Value error, maintenance.expire.older_than_hours: expected at "
+            "least 24 hours for a delta table, found 1: VACUUM also deletes unreferenced files "
+            "this old, and a younger one may belong to a commit still in flight"
+        ],
+        id="delta-vacuum-below-the-floor",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(
+            maintenance={"compact": {"zorder": True, "sort_by": ["customer_id"]}}
+        ),
+        [
+            "pipelines.orders.maintenance.compact: Value error, zorder needs two or more "
+            "`sort_by` columns, found 1"
+        ],
+        id="zorder-of-one-column",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(maintenance={"expire": {"retain_last": 0}}),
+        [
+            "pipelines.orders.maintenance.expire.retain_last: Input should be greater than or "
+            "equal to 1"
+        ],
+        id="retain-no-snapshot",
+    ),
 ]
 
 
@@ -1131,3 +1224,35 @@ def test_settings_model_validate_applies_the_same_rules() -> None:
             "catalog's name first), found 'orders'",
         )
     ]
+
+
+def test_load_settings_maintenance_section_with_schedules_and_log_table(tmp_path: Path) -> None:
+    config = _minimal()
+    _delta(config)
+    _orders(config)["maintenance"] = {
+        "compact": {"schedule": "15  */4 * * *", "sort_by": ["customer_id", "order_ts"]},
+        "expire": {"schedule": "@daily", "older_than_hours": 48, "retain_last": 3},
+        "orphans": {"enabled": False},
+    }
+
+    pipeline = load_settings(_write(tmp_path, config), env={}).pipeline("orders")
+
+    maintenance = pipeline.maintenance
+    assert maintenance.compact.schedule == "15 */4 * * *"
+    assert maintenance.compact.sort_by == ["customer_id", "order_ts"]
+    assert maintenance.compact.target_file_size_mb == 128
+    assert (maintenance.expire.schedule, maintenance.expire.older_than_hours) == ("@daily", 48)
+    assert not maintenance.orphans.enabled
+    # the log table defaults to a sibling of the table, in its format
+    assert pipeline.maintenance_log.table == "shop.orders_maintenance_log"
+    assert pipeline.maintenance_log.location == "/lake/orders_maintenance_log"
+
+
+def test_load_settings_maintenance_where_is_refused_for_hudi(tmp_path: Path) -> None:
+    config = _minimal()
+    _delta(config)
+    _orders(config)["sink"]["format"] = "hudi"
+    _orders(config)["maintenance"] = {"compact": {"where": "day = '2026-11-29'"}}
+
+    with pytest.raises(ConfigError, match=r"maintenance\.compact\.where: applies to iceberg and"):
+        load_settings(_write(tmp_path, config), env={})

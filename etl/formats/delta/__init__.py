@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from etl.config import Settings, TableFormat
-from etl.formats.base import TableFormatSupport, TableSink, TableSpec
+from etl.formats.base import TableFormatSupport, TableMaintenance, TableSink, TableSpec
+from etl.formats.delta.maintenance import DeltaMaintenance
 from etl.formats.delta.sink import DeltaSink
 
-__all__ = ["DeltaFormat", "DeltaSink"]
+__all__ = ["DeltaFormat", "DeltaMaintenance", "DeltaSink"]
 
 EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
 CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -31,3 +32,8 @@ class DeltaFormat(TableFormatSupport):
     def sink(self, spec: TableSpec) -> TableSink:
         """A Delta sink for the table."""
         return DeltaSink(spec)
+
+    def maintenance(self, sink: TableSink) -> TableMaintenance:
+        """OPTIMIZE and VACUUM of the sink's table."""
+        assert isinstance(sink, DeltaSink), f"a delta sink, found {type(sink).__name__}"
+        return DeltaMaintenance(sink)

@@ -114,6 +114,14 @@ class DeltaSink(TableSink):
     # Delta 3.3 on Spark 3.5 widens only byte/short -> int (type widening preview); Avro's
     # int -> long, float -> double and decimal precision need Delta 4 on Spark 4
     widens_types = False
+    # the second of two commits that touched the same files (a MERGE and an OPTIMIZE)
+    conflict_markers = (
+        "ConcurrentDeleteReadException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentAppendException",
+        "ConcurrentTransactionException",
+        "ConcurrentWriteException",
+    )
 
     def __init__(self, spec: TableSpec) -> None:
         """Binds the sink to one table; Delta tables need ``database.table`` and a location.

@@ -8,10 +8,11 @@ means Hudi and Delta cannot share a session (``etl.formats.check_one_session``).
 from __future__ import annotations
 
 from etl.config import Settings, TableFormat
-from etl.formats.base import TableFormatSupport, TableSink, TableSpec
+from etl.formats.base import TableFormatSupport, TableMaintenance, TableSink, TableSpec
+from etl.formats.hudi.maintenance import HudiMaintenance
 from etl.formats.hudi.sink import HudiSink
 
-__all__ = ["HudiFormat", "HudiSink"]
+__all__ = ["HudiFormat", "HudiMaintenance", "HudiSink"]
 
 EXTENSIONS = "org.apache.spark.sql.hudi.HoodieSparkSessionExtension"
 SESSION_CONF = {
@@ -36,3 +37,8 @@ class HudiFormat(TableFormatSupport):
     def sink(self, spec: TableSpec) -> TableSink:
         """A Hudi sink for the table."""
         return HudiSink(spec)
+
+    def maintenance(self, sink: TableSink) -> TableMaintenance:
+        """Compaction, clustering and cleaning of the sink's table."""
+        assert isinstance(sink, HudiSink), f"a hudi sink, found {type(sink).__name__}"
+        return HudiMaintenance(sink)

@@ -34,6 +34,7 @@ from etl.formats.base import (
     TableSpec,
     newer_condition,
 )
+from etl.formats.hudi.services import inline_service_options
 from transforms.columns import DELETE_FLAG, KAFKA_OFFSET, RESET_OFFSET
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ class HudiSink(TableSink):
 
     # Hudi's writer scans its input several times (apache/hudi#11741)
     reads_input_once = False
+    # a write that raced another writer of the table (only possible with a lock provider and
+    # a second writer, which this project does not configure)
+    conflict_markers = ("HoodieWriteConflictException",)
 
     def __init__(self, spec: TableSpec) -> None:
         """Binds the sink to one table.
@@ -287,6 +291,8 @@ class HudiSink(TableSink):
             options["hoodie.compact.inline.max.delta.commits"] = str(
                 self.options.compaction_delta_commits
             )
+        if self.spec.maintenance is not None:
+            options |= inline_service_options(self.spec.maintenance, self.options)
         if self.options.glue_sync:
             options |= self._glue_sync_options()
         if commit is not None:

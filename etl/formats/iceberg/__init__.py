@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from etl.config import CatalogSettings, CatalogType, Settings, TableFormat
-from etl.formats.base import TableFormatSupport, TableSink, TableSpec
+from etl.formats.base import TableFormatSupport, TableMaintenance, TableSink, TableSpec
+from etl.formats.iceberg.maintenance import IcebergMaintenance
 from etl.formats.iceberg.sink import IcebergSink
 from etl.paths import local_uri
 
-__all__ = ["IcebergFormat", "IcebergSink", "catalog_conf"]
+__all__ = ["IcebergFormat", "IcebergMaintenance", "IcebergSink", "catalog_conf"]
 
 EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 
@@ -27,6 +28,10 @@ class IcebergFormat(TableFormatSupport):
     def sink(self, spec: TableSpec) -> TableSink:
         """An Iceberg sink for the table."""
         return IcebergSink(spec)
+
+    def maintenance(self, sink: TableSink) -> TableMaintenance:
+        """Iceberg's procedures on the sink's table."""
+        return IcebergMaintenance(sink)
 
 
 def catalog_conf(catalog: CatalogSettings, *, region: str) -> dict[str, str]:

@@ -62,6 +62,19 @@ def partition_expression(field: PartitionField) -> str:
 class IcebergSink(TableSink):
     """Appends to an Iceberg table through Spark's Iceberg catalog."""
 
+    # a MERGE whose files a concurrent rewrite replaced, or the other way round; Iceberg
+    # retries a mere metadata race (CommitFailedException) itself, these it cannot
+    conflict_markers = (
+        "Missing required files to delete",
+        "Found conflicting files",
+        "Found new conflicting delete files",
+        "found new delete for replaced data file",
+        "Cannot commit, found new position delete for replaced data file",
+        # rewrite_manifests, when a commit replaced a manifest it was rewriting
+        "could not be found in the latest snapshot",
+        "CommitFailedException",
+    )
+
     def ensure_table(self, spark: SparkSession, schema: StructType) -> None:
         """Creates namespace and table if absent; every column is optional.
 
