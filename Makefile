@@ -38,7 +38,7 @@ setup: $(STAMP_VENV) $(STAMP_JARS) ## Python venv + Maven-resolved JVM jars
 
 jars: $(STAMP_JARS) ## resolve the JVM artifacts into .jars/ (Spark side, Hudi, broker side) and build our UDF jar
 
-run: setup ## start the local stack, produce demo events and changes, ingest them into Iceberg, Delta and Hudi tables, show them
+run: setup ## start the local stack, produce demo events and changes, ingest them into Iceberg, Delta and Hudi tables, show them, maintain them
 	$(PY) -m devtools.demo --conf $(CONF)
 
 # Tests marked `hudi` need a session hosting Hudi (its session catalog and Kryo are fixed at
@@ -71,11 +71,12 @@ fmt: setup ## format and autofix
 # decode paths do not depend on the format); then each format's sinks against its own
 # streaming sink (bench/formats.json)
 BENCH_FORMAT_PATHS := kafka_noop,write_limit,e2e
-bench: setup ## benchmarks (not part of make test); writes bench/results*.json and bench/formats.json
+bench: setup ## benchmarks (not part of make test); writes bench/results*.json, bench/formats.json and bench/maintenance.json
 	$(PY) -m bench.run
 	$(PY) -m bench.run --format delta --records 1000000 --paths $(BENCH_FORMAT_PATHS)
 	$(PY) -m bench.run --format hudi --records 1000000 --paths $(BENCH_FORMAT_PATHS)
 	$(PY) -m bench.formats
+	$(PY) -m bench.maintenance
 
 bench-quick: setup ## a small benchmark run, as a smoke check
 	$(PY) -m bench.run --quick

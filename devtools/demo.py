@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         for code in _run_round(args.conf, report=True):
             if code:
                 return code
+        code = _maintain(args.conf)
+        if code:
+            return code
         print(
             f"\nExpected: the append table holds every event ({args.records} + {UPDATES + STALE}); "
             f"each upsert table {args.records - DELETES} orders, o-0..o-{UPDATES - 1} SHIPPED "
@@ -187,6 +190,22 @@ def _run_round(conf: str, *, report: bool) -> list[int]:
     command = [sys.executable, "-m", "devtools.demo", "--conf", conf, "--job", *HUDI_JOB]
     hudi = subprocess.run([*command, *(["--report"] if report else [])], check=False)
     return [main_code, hudi.returncode]
+
+
+def _maintain(conf: str) -> int:
+    """Runs every maintenance task on the Iceberg and Delta tables, one job per format (each
+    in a session hosting only it); Hudi's ran inline in its stream's writer."""
+    for fmt in ("iceberg", "delta"):
+        print(f"\n== maintenance of the {fmt} tables (one JSON line per task and table)")
+        command = [sys.executable, "-m", "jobs.maintain", "--conf", conf, "--format", fmt]
+        done = subprocess.run([*command, "--task", "all"], check=False)
+        if done.returncode:
+            return done.returncode
+    print(
+        "\n== the hudi tables compacted and cleaned inline, in the stream's writer (a job "
+        "beside it would race it; `jobs.maintain --format hudi` runs on a stopped table)"
+    )
+    return 0
 
 
 def _run_job(conf: str, names: list[str], *, report: bool) -> int:

@@ -40,6 +40,7 @@ from etl.formats.base import (
     TableMaintenance,
     TableSink,
     TaskOutcome,
+    format_at,
 )
 from etl.paths import local_uri
 from etl.pipeline import pipeline_tables
@@ -211,12 +212,12 @@ def run_maintenance(
 
 
 def _anything_at(spark: SparkSession, maintenance: TableMaintenance) -> bool:
-    """Whether the table exists (asked for the dead-letter table, created on first use)."""
-    try:
-        maintenance.check(spark)
-    except MaintenanceError:
+    """Whether the table exists, of any format (asked for the dead-letter table, created on
+    first use: a table of another format there is then refused by ``check``)."""
+    location = maintenance.sink.spec.location
+    if location is None:
         return maintenance.sink.exists(spark)
-    return True
+    return format_at(spark, location) is not None
 
 
 def _run_task(
@@ -293,6 +294,13 @@ def _dispatch(
 ) -> TaskOutcome:
     """Calls the format's task."""
     if task is Task.COMPACT:
+        columns = set(maintenance.sink.read(spark).columns)
+        missing = [c for c in settings.sort_by if c not in columns]
+        if missing:
+            raise MaintenanceError(
+                f"{maintenance.name}: maintenance.compact.sort_by: expected columns of the "
+                f"table, found {', '.join(missing)} (not among {', '.join(sorted(columns))})"
+            )
         return maintenance.compact(spark, settings, now=clock(), dry_run=dry_run)
     if task is Task.EXPIRE:
         return maintenance.expire(

@@ -30,7 +30,9 @@ PREFIX = "--etl-"
 CONFIG = "--etl-config"
 PIPELINE = "--etl-pipeline"
 LOG_LEVEL = "--etl-log-level"
-_OURS = (CONFIG, PIPELINE, LOG_LEVEL)
+# the parameters every job script takes
+COMMON = (CONFIG, PIPELINE, LOG_LEVEL)
+_OURS = COMMON
 
 # Glue parameters that always carry a value. The token after one of them is its value even
 # when it starts with "--" (pip options in --python-modules-installer-option), so it is never
@@ -91,8 +93,18 @@ def ingest_argv(argv: list[str]) -> list[str]:
         JobParameterError: ``--etl-config`` is missing, is a URI or names no file in the
             working directory; an ``--etl-*`` parameter is unknown, repeated or has no value.
     """
-    ours = _our_parameters(argv)
-    config = _single(ours, CONFIG)
+    return common_argv(our_parameters(argv, _OURS))
+
+
+def common_argv(ours: dict[str, list[str]]) -> list[str]:
+    """The settings file, pipelines and log level as a job's command line (every job takes
+    these; ``our_parameters`` gives ``ours``).
+
+    Raises:
+        JobParameterError: ``--etl-config`` is missing, is a URI or names no file in the
+            working directory; a pipeline name is empty.
+    """
+    config = single(ours, CONFIG)
     if config is None:
         raise JobParameterError(
             f"{CONFIG}: required job parameter missing (the settings YAML shipped with "
@@ -115,7 +127,7 @@ def ingest_argv(argv: list[str]) -> list[str]:
             raise JobParameterError(f"{PIPELINE}: empty pipeline name in {value!r}")
         for name in names:
             result += ["--pipeline", name]
-    level = _single(ours, LOG_LEVEL)
+    level = single(ours, LOG_LEVEL)
     if level is not None:
         result += ["--log-level", level]
     return result
@@ -138,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     return ingest.main(args)
 
 
-def _our_parameters(argv: list[str]) -> dict[str, list[str]]:
-    """Our ``--etl-*`` parameters and their values, Glue's skipped with their values."""
+def our_parameters(argv: list[str], known: tuple[str, ...]) -> dict[str, list[str]]:
+    """Our ``--etl-*`` parameters (those ``known``) and their values, Glue's skipped with
+    their values.
+
+    Raises:
+        JobParameterError: An ``--etl-*`` parameter is unknown or has no value.
+    """
     ours: dict[str, list[str]] = {}
     i = 0
     while i < len(argv):
@@ -151,8 +168,8 @@ def _our_parameters(argv: list[str]) -> dict[str, list[str]]:
             if not eq and i < len(argv) and (key in _GLUE_VALUED or not argv[i].startswith("--")):
                 i += 1  # Glue's value
             continue
-        if key not in _OURS:
-            raise JobParameterError(f"{key}: unknown job parameter (known: {', '.join(_OURS)})")
+        if key not in known:
+            raise JobParameterError(f"{key}: unknown job parameter (known: {', '.join(known)})")
         if not eq:
             if i == len(argv) or argv[i].startswith("--"):
                 raise JobParameterError(f"{key}: job parameter without a value")
@@ -164,7 +181,7 @@ def _our_parameters(argv: list[str]) -> dict[str, list[str]]:
     return ours
 
 
-def _single(ours: dict[str, list[str]], key: str) -> str | None:
+def single(ours: dict[str, list[str]], key: str) -> str | None:
     """The one value of a parameter that may be given once."""
     values = ours.get(key, [])
     if len(values) > 1:

@@ -235,6 +235,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
             "compaction_delta_commits": 5,
             "index": "RECORD_INDEX",
             "glue_sync": True,
+            "clustering_commits": 10,
         },
     }
     assert dumped == {

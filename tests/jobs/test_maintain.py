@@ -116,3 +116,70 @@ def test_main_on_a_table_that_does_not_exist_fails_with_nothing_done(
     assert "local.jobs.never_written: expected an iceberg table in the catalog, found none" in (
         caplog.text
     )
+
+
+def test_glue_script_maps_our_job_parameters_to_the_maintenance_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.glue_maintain import maintain_argv
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "glue.yaml").write_text("{}")
+    glue = ["--JOB_NAME", "maintain", "--conf", "spark.x=1", "--enable-metrics"]
+
+    argv = maintain_argv(
+        [
+            *glue,
+            "--etl-config",
+            "glue.yaml",
+            "--etl-task",
+            "all",
+            "--etl-format=delta",
+            "--etl-dry-run",
+            "true",
+            "--etl-pipeline",
+            "a,b",
+        ]
+    )
+
+    assert argv == [
+        "--conf",
+        "glue.yaml",
+        "--pipeline",
+        "a",
+        "--pipeline",
+        "b",
+        "--task",
+        "all",
+        "--format",
+        "delta",
+        "--dry-run",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ours", "error"),
+    [
+        (["--etl-config", "glue.yaml"], "--etl-task: required job parameter missing"),
+        (
+            ["--etl-config", "glue.yaml", "--etl-task", "all", "--etl-dry-run", "yes"],
+            "--etl-dry-run: expected true or false, found 'yes'",
+        ),
+        (["--etl-config", "glue.yaml", "--etl-tasks", "all"], "--etl-tasks: unknown job parameter"),
+    ],
+)
+def test_glue_script_refuses_wrong_parameters_with_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ours: list[str],
+    error: str,
+) -> None:
+    from jobs import glue_maintain
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "glue.yaml").write_text("{}")
+
+    assert glue_maintain.main(["--JOB_NAME", "m", *ours]) == 2
+
+    assert error in capsys.readouterr().err
