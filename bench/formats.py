@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
+from bench.cases import print_result, run_in_processes
 from bench.paths import await_query, percentile
 from etl.config import PartitionField, PartitionTransform, Settings, TableFormat
 from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
@@ -104,22 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     """Runs every case in its own process; writes and prints the results."""
     args = parse_args(argv)
     if args.one:
-        result = run_case(args, args.one)
-        print("RESULT " + json.dumps(result), flush=True)
+        print_result(run_case(args, args.one))
         return 0
     shutil.rmtree(args.workdir, ignore_errors=True)
-    results: dict[str, Any] = {}
     started = time.perf_counter()
-    for case in args.cases:
-        command = [sys.executable, "-m", "bench.formats", *_passed(args), "--one", case]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-            print(f"case {case} failed (exit {done.returncode})", file=sys.stderr)
-            return 1
-        results[case] = json.loads(lines[-1].removeprefix("RESULT "))
-        print(f"{case}: {json.dumps(results[case])}", flush=True)
+    found = run_in_processes("bench.formats", args.cases, _passed(args))
+    if found is None:
+        return 1
+    results: dict[str, Any] = found
     results_path = Path(args.results)
     if args.merge and results_path.exists():
         earlier = json.loads(results_path.read_text())

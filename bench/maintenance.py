@@ -23,12 +23,12 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.cases import print_result, run_in_processes
 from bench.formats import REPO, _rows, _session
 from etl.config import CompactSettings, ExpireSettings, MaintenanceSettings, TableFormat
 from etl.formats import TableSpec, load_sink, table_format
@@ -70,20 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     """Runs every case in its own process; writes and prints the results."""
     args = parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_case(args, args.one)), flush=True)
+        print_result(run_case(args, args.one))
         return 0
     shutil.rmtree(args.workdir, ignore_errors=True)
-    results: dict[str, Any] = {}
-    for case in args.cases:
-        command = [sys.executable, "-m", "bench.maintenance", *_passed(args), "--one", case]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-            print(f"case {case} failed (exit {done.returncode})", file=sys.stderr)
-            return 1
-        results[case] = json.loads(lines[-1].removeprefix("RESULT "))
-        print(f"{case}: {json.dumps(results[case])}", flush=True)
+    found = run_in_processes("bench.maintenance", args.cases, _passed(args))
+    if found is None:
+        return 1
+    results: dict[str, Any] = found
     doc = {
         "rows": args.rows,
         "files": args.files,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etl.config import PartitionField, PartitionTransform
+from etl.config import MaintenanceSettings, PartitionField, PartitionTransform
 from etl.exceptions import SinkError
 from etl.formats import CommitInfo, TableSpec
 from etl.formats.base import UpsertSpec
@@ -34,6 +34,9 @@ def test_write_options_append_table_has_no_key_and_carries_the_commit() -> None:
         "hoodie.datasource.write.table.type": "COPY_ON_WRITE",
         # day(ingested_at) is written as a derived column
         "hoodie.datasource.write.partitionpath.field": "_etl_day_ingested_at",
+        # no index reads the footers' bloom filters of an append table
+        "hoodie.parquet.bloom.filter.enabled": "false",
+        "hoodie.index.bloom.num_entries": "1000",
         "etl.pipeline": "p",
         "etl.query-id": "q",
         "etl.batch-id": "3",
@@ -51,6 +54,7 @@ def test_write_options_append_table_has_no_key_and_carries_the_commit() -> None:
             "MERGE_ON_READ",
             "GLOBAL_SIMPLE",
         ),
+        ({"index": "GLOBAL_BLOOM"}, "COPY_ON_WRITE", "GLOBAL_BLOOM"),
     ],
 )
 def test_write_options_upsert_table_writes_in_commit_time_order(
@@ -79,7 +83,11 @@ def test_write_options_upsert_table_writes_in_commit_time_order(
         "hoodie.record.index.update.partition.path": "true",
         "hoodie.simple.index.update.partition.path": "true",
         "hoodie.bloom.index.update.partition.path": "true",
+        # bloom filters in the Parquet footers only for the bloom indexes, which read them
+        "hoodie.parquet.bloom.filter.enabled": str("BLOOM" in index).lower(),
     }
+    if "BLOOM" not in index:
+        expected["hoodie.index.bloom.num_entries"] = "1000"
     if table_type == "MERGE_ON_READ":
         expected |= {
             "hoodie.compact.inline": "true",
@@ -155,3 +163,45 @@ def test_write_options_glue_sync_registers_table_and_partitions() -> None:
     assert not any(
         "sync" in k for k in HudiSink(TableSpec("a.b", location="/x")).write_options("insert")
     )
+
+
+def test_write_options_run_the_table_services_the_maintenance_section_asks_for() -> None:
+    maintenance = MaintenanceSettings.model_validate(
+        {
+            "compact": {"target_file_size_mb": 64, "sort_by": ["customer_id"]},
+            "expire": {"retain_last": 25},
+        }
+    )
+    sink = HudiSink(
+        TableSpec(
+            "shop.orders",
+            options={"clustering_commits": 6},
+            location="/lake/orders",
+            maintenance=maintenance,
+        )
+    )
+
+    options = sink.write_options("insert")
+
+    assert {k: v for k, v in options.items() if "clean" in k or "keep" in k or "layout" in k} | {
+        k: v for k, v in options.items() if k.startswith("hoodie.clustering")
+    } == {
+        "hoodie.clean.automatic": "true",
+        "hoodie.cleaner.policy": "KEEP_LATEST_COMMITS",
+        "hoodie.cleaner.commits.retained": "25",
+        # the timeline keeps more instants than the cleaner retains commits
+        "hoodie.keep.min.commits": "26",
+        "hoodie.keep.max.commits": "36",
+        "hoodie.clustering.inline": "true",
+        "hoodie.clustering.inline.max.commits": "6",
+        "hoodie.clustering.plan.strategy.target.file.max.bytes": str(64 * 1024 * 1024),
+        "hoodie.clustering.plan.strategy.small.file.limit": str(48 * 1024 * 1024),
+        "hoodie.clustering.plan.strategy.sort.columns": "customer_id",
+        "hoodie.layout.optimize.strategy": "linear",
+    }
+    disabled = MaintenanceSettings.model_validate(
+        {"compact": {"enabled": False}, "expire": {"enabled": False}}
+    )
+    off = HudiSink(TableSpec("shop.orders", location="/lake/orders", maintenance=disabled))
+    assert off.write_options("insert")["hoodie.clean.automatic"] == "false"
+    assert "hoodie.clustering.inline" not in off.write_options("insert")
