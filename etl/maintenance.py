@@ -233,6 +233,9 @@ def _run_task(
 ) -> RunRecord:
     """One task on one table, retried on a commit conflict, with its stats around it."""
     settings = getattr(pipeline.maintenance, task.value)
+    if task is Task.COMPACT and base.role == "dead_letter":
+        # the dead-letter table has its own columns and partitioning: bin-packed only
+        settings = settings.model_copy(update={"sort_by": [], "zorder": False, "where": None})
     if not settings.enabled:
         return dataclasses.replace(base, status=Status.DISABLED.value)
     started = time.monotonic()

@@ -119,10 +119,20 @@ def run_stream(lake: Lake, *, until: threading.Event | None = None) -> str:
             "name",
             F.col("seq").alias(KAFKA_OFFSET),
             F.lit(None).cast("binary").alias(KAFKA_VALUE),
-            F.lit(None).cast("string").alias(ERROR_CLASS),
-            F.lit(None).cast("string").alias(ERROR_MESSAGE),
+            # a row named "bad" is a dead letter
+            F.when(F.col("name") == "bad", F.lit("DECODE_ERROR")).alias(ERROR_CLASS),
+            F.when(F.col("name") == "bad", F.lit("bad body")).alias(ERROR_MESSAGE),
             F.lit(0).alias(BARRIER),
         ).withColumn("updated", F.col(KAFKA_OFFSET))
+        # the Kafka metadata a decoded row carries (a dead letter is stored with it)
+        rows = rows.select(
+            "*",
+            F.lit(None).cast("binary").alias("_kafka_key"),
+            F.lit("t").alias("_kafka_topic"),
+            F.lit(0).alias("_kafka_partition"),
+            F.lit(None).cast("timestamp").alias("_kafka_timestamp"),
+            F.lit("v1").alias("_schema_version_id"),
+        )
         if table.spec.upsert is not None:
             rows = rows.withColumn(DELETE_FLAG, F.lit(False))
         rows = rows.localCheckpoint(eager=True)
@@ -568,3 +578,21 @@ def maintenance_stats(lake: Lake, table: TableSink) -> Any:
     from etl.formats import table_format
 
     return table_format(lake.fmt).maintenance(table).stats(lake.spark)
+
+
+def test_the_dead_letter_table_is_compacted_without_the_tables_sort_columns(
+    spark: SparkSession, warehouse: Path, tmp_path: Path
+) -> None:
+    compact = {"sort_by": ["id"], "min_input_files": 2}
+    lake = make_lake(
+        spark, warehouse, tmp_path, TableFormat.ICEBERG, {}, maintenance={"compact": compact}
+    )
+    lake.add([[10]])
+    lake.add([[1], [2], [3]], name="bad")
+    run_stream(lake)
+
+    records = _run(lake, Task.COMPACT)
+
+    dead = _of(records, Task.COMPACT, "dead_letter")
+    assert dead.status == Status.DONE, dead
+    assert (dead.files_before, dead.files_after) == (3, 1)
