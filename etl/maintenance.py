@@ -176,6 +176,8 @@ def run_maintenance(
             targets.append((role, None))
             continue
         maintenance.check(spark)
+        # a table known by its location (Delta, Hudi) gets its name in this session's catalog
+        maintenance.sink.exists(spark)
         targets.append((role, maintenance))
     records = []
     for (role, target), sink in zip(targets, (table, dead_letter), strict=True):
