@@ -43,6 +43,10 @@ QUERY_ID_KEY = "etl.query-id"
 BATCH_ID_KEY = "etl.batch-id"
 # the reader schema the batch was decoded with: a restarted job evolves on from it
 READER_SCHEMA_KEY = "etl.reader-schema"
+# a commit that is not a batch (a GDPR erasure) carries each query's latest batch id forward
+# as ``etl.carried.<query id>``, so the history before it can be dropped without losing what
+# the replay check reads
+CARRIED_PREFIX = "etl.carried."
 
 # a batch commit that conflicts with a concurrent writer (maintenance) is tried this often
 CONFLICT_ATTEMPTS = 4
@@ -220,16 +224,49 @@ class TableSink(abc.ABC):
         return df.transform(latest_per_key(keys=upsert.keys, ordering=upsert.ordering))
 
     def last_committed_batch(self, spark: SparkSession, query_id: str) -> int | None:
-        """The highest batch id committed by this query, or None (also before the table exists)."""
+        """The highest batch id committed by this query, or None (also before the table exists).
+
+        A commit carrying the query's batch id forward (``CARRIED_PREFIX``) counts as well.
+        """
         if not self.exists(spark):
             return None
+        props = F.col(PROPERTIES)
+        own = F.when(props.getItem(QUERY_ID_KEY) == query_id, props.getItem(BATCH_ID_KEY))
+        carried = props.getItem(f"{CARRIED_PREFIX}{query_id}")
         row = (
             self.commit_history(spark)
-            .where(F.col(PROPERTIES).getItem(QUERY_ID_KEY) == query_id)
-            .select(F.max(F.col(PROPERTIES).getItem(BATCH_ID_KEY).cast("long")).alias("last"))
+            .select(F.max(F.greatest(own.cast("long"), carried.cast("long"))).alias("last"))
             .first()
         )
         return None if row is None or row["last"] is None else int(row["last"])
+
+    def carried_forward(self, spark: SparkSession) -> dict[str, str]:
+        """What a commit that is no batch must carry so that the history before it can go:
+        each query's highest batch id (``CARRIED_PREFIX`` keys) and the newest reader schema."""
+        if not self.exists(spark):
+            return {}
+        props = F.col(PROPERTIES)
+        entries = self.commit_history(spark).select(
+            F.explode(
+                F.map_concat(
+                    F.when(
+                        props.getItem(QUERY_ID_KEY).isNotNull(),
+                        F.create_map(
+                            F.concat(F.lit(CARRIED_PREFIX), props.getItem(QUERY_ID_KEY)),
+                            props.getItem(BATCH_ID_KEY),
+                        ),
+                    ).otherwise(F.create_map().cast("map<string,string>")),
+                    F.map_filter(props, lambda k, _: k.startswith(CARRIED_PREFIX)),
+                )
+            )
+        )
+        carried = {
+            str(r["key"]): str(r["batch"])
+            for r in entries.groupBy("key").agg(F.max(F.col("value").cast("long")).alias("batch"))
+            .collect()
+        }
+        schema = self.latest_property(spark, READER_SCHEMA_KEY)
+        return carried if schema is None else {**carried, READER_SCHEMA_KEY: schema}
 
     def latest_property(self, spark: SparkSession, key: str) -> str | None:
         """The value of ``key`` in the newest commit that carries it, or None."""
@@ -322,6 +359,17 @@ class TaskOutcome:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EraseOutcome:
+    """What one step of an erasure did to a table (``delete_rows`` or ``purge``)."""
+
+    rows_deleted: int = 0
+    files_rewritten: int = 0
+    snapshots_expired: int = 0
+    files_removed: int = 0
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
 class TableMaintenance(abc.ABC):
     """A table's maintenance: compaction, expiry of old history, removal of orphan files.
 
@@ -374,6 +422,40 @@ class TableMaintenance(abc.ABC):
         self, spark: SparkSession, settings: OrphanSettings, *, now: dt.datetime, dry_run: bool
     ) -> TaskOutcome:
         """Deletes files no snapshot references that are older than the settings' age."""
+
+    @abc.abstractmethod
+    def delete_rows(
+        self,
+        spark: SparkSession,
+        doomed: DataFrame,
+        *,
+        on: Sequence[str],
+        commit: CommitInfo,
+        now: dt.datetime,
+    ) -> EraseOutcome:
+        """Deletes the rows whose ``on`` columns equal a row of ``doomed``, in one commit that
+        stores ``commit.properties()`` and rewrites the files that held them (copy-on-write,
+        whatever the table's write mode: no delete file or deletion vector keeps them).
+
+        Args:
+            spark: The session.
+            doomed: Distinct rows of the ``on`` columns (small: broadcast), checkpointed.
+            on: Columns of the table identifying a row (its Kafka coordinates).
+            commit: The erasure's identity and what it carries forward (``CARRIED_PREFIX``).
+            now: The current time (a format that cannot delete beside a running writer
+                refuses while the table was written to recently).
+
+        Returns:
+            Rows deleted and files rewritten (0 and 0 when nothing matched: no commit).
+        """
+
+    @abc.abstractmethod
+    def purge(self, spark: SparkSession, *, commit: CommitInfo, now: dt.datetime) -> EraseOutcome:
+        """Removes every file and every piece of metadata that still holds rows deleted before
+        ``now``: the history older than the newest commit (snapshots, versions, file slices,
+        log entries with column statistics), so nothing can read the rows back. A commit this
+        makes stores ``commit.properties()``. Never deletes a file a concurrent writer may still
+        commit (only files some commit of the table once referenced)."""
 
     def is_conflict(self, err: BaseException) -> bool:
         """Whether ``err`` is a commit conflict with a concurrent writer (nothing committed)."""
