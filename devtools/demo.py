@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         code = _maintain(args.conf)
         if code:
             return code
+        code = _forget(args.conf)
+        if code:
+            return code
         print(
             f"\nExpected: the append table holds every event ({args.records} + {UPDATES + STALE}); "
             f"each upsert table {args.records - DELETES} orders, o-0..o-{UPDATES - 1} SHIPPED "
@@ -148,6 +152,8 @@ def _overrides(conf: str, aws_endpoint: str, bootstrap: str) -> dict[str, str]:
                 "spark.ui.showConsoleProgress": "false",
             }
         ),
+        # the forget list's hash key: a fixed local one (a real one comes from Secrets Manager)
+        "ETL_PRIVACY_SALT": os.environ.get("ETL_PRIVACY_SALT", "local-demo-salt-not-secret"),
         # moto accepts any credentials; real ones must never reach it
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -206,6 +212,17 @@ def _maintain(conf: str) -> int:
         "beside it would race it; `jobs.maintain --format hudi` runs on a stopped table)"
     )
     return 0
+
+
+def _forget(conf: str) -> int:
+    """Erases one customer (GDPR) from the pipelines with a privacy section (the Iceberg one)."""
+    print(
+        "\n== GDPR erasure of one customer (one JSON line: rows deleted, history purged, every "
+        "file scanned)"
+    )
+    command = [sys.executable, "-m", "jobs.forget", "--conf", conf, "--format", "iceberg"]
+    command += ["--request-id", f"demo-{int(time.time())}", "--subject", "c1@example.com"]
+    return subprocess.run(command, check=False).returncode
 
 
 def _run_job(conf: str, names: list[str], *, report: bool) -> int:

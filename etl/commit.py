@@ -31,7 +31,7 @@ from pyspark.sql.observation import Observation
 from etl.decoding import DecodedBatch
 from etl.exceptions import ExpectationFailedError
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
-from transforms.columns import DELETE_FLAG, ERROR_CLASS, RESET_OFFSET
+from transforms.columns import DELETE_FLAG, ERROR_CLASS, FORGOTTEN, RESET_OFFSET
 from transforms.expectations import Action, Expectation, violation_counts, violation_key
 from transforms.routing import dead_letter_rows, table_rows
 
@@ -43,13 +43,15 @@ log = logging.getLogger(__name__)
 RECORDS_READ_KEY = "etl.records-read"
 RECORDS_WRITTEN_KEY = "etl.records-written"
 RECORDS_DEAD_KEY = "etl.records-dead-lettered"
+RECORDS_FORGOTTEN_KEY = "etl.records-forgotten"
 _DEAD = "etl.dead"
+_FORGOTTEN = "etl.forgotten"
 _TOTAL = "etl.total"
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Counts of one micro-batch; read == written + dead_lettered always holds."""
+    """Counts of one micro-batch; read == written + dead_lettered + forgotten always holds."""
 
     batch_id: int
     read: int
@@ -59,6 +61,8 @@ class BatchResult:
     committed: bool
     violations: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # records of subjects in the forget list: dropped before any write
+    forgotten: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Counts:
     total: int
     dead: int
     violations: dict[str, int]
+    forgotten: int = 0
 
 
 @dataclass
@@ -99,11 +104,13 @@ class BatchCommitter:
             ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
         """
         counts, committed = self.commit_table(decoded, commit)
+        written = decoded.read - counts.dead - counts.forgotten
         if counts.dead:
             extra = {
                 RECORDS_READ_KEY: str(decoded.read),
-                RECORDS_WRITTEN_KEY: str(decoded.read - counts.dead),
+                RECORDS_WRITTEN_KEY: str(written),
                 RECORDS_DEAD_KEY: str(counts.dead),
+                RECORDS_FORGOTTEN_KEY: str(counts.forgotten),
                 **{f"etl.expectation.{k}.violations": str(v) for k, v in counts.violations.items()},
             }
             rows = decoded.rows.transform(
@@ -117,10 +124,11 @@ class BatchCommitter:
         return BatchResult(
             commit.batch_id,
             decoded.read,
-            decoded.read - counts.dead,
+            written,
             counts.dead,
             committed,
             counts.violations,
+            forgotten=counts.forgotten,
         )
 
     def commit_table(self, decoded: DecodedBatch, commit: CommitInfo) -> tuple[Counts, bool]:
@@ -170,7 +178,7 @@ class BatchCommitter:
                     cached.unpersist()
             return counts, True
         observation = Observation(f"etl-{self.pipeline}-{commit.batch_id}-{uuid.uuid4()}")
-        observed = rows.observe(observation, *self._metrics())
+        observed = rows.observe(observation, *self._metrics(rows))
         try:
             self._append(self.table, observed.transform(table_rows()), commit)
         except Exception:
@@ -213,11 +221,13 @@ class BatchCommitter:
             self._stored_schema = commit.extra[READER_SCHEMA_KEY]
         return True
 
-    def _metrics(self) -> list[Column]:
+    def _metrics(self, rows: DataFrame) -> list[Column]:
         """The batch's counts as aggregate columns (for ``agg`` or ``observe``)."""
+        forgotten = F.col(FORGOTTEN) if FORGOTTEN in rows.columns else F.lit(False)
         return [
             F.count(F.lit(1)).alias(_TOTAL),
-            F.count(F.when(F.col(ERROR_CLASS).isNotNull(), 1)).alias(_DEAD),
+            F.count(F.when(F.col(ERROR_CLASS).isNotNull() & ~forgotten, 1)).alias(_DEAD),
+            F.count(F.when(forgotten, 1)).alias(_FORGOTTEN),
             *violation_counts(
                 expectations=self.expectations,
                 exempt=DELETE_FLAG if self.table.spec.upsert is not None else None,
@@ -226,7 +236,7 @@ class BatchCommitter:
 
     def _aggregate(self, rows: DataFrame) -> Counts:
         """Counts with one aggregate job."""
-        row = rows.agg(*self._metrics()).first()
+        row = rows.agg(*self._metrics(rows)).first()
         assert row is not None, "an aggregate without grouping returns one row"
         return self._counts(row.asDict())
 
@@ -236,6 +246,7 @@ class BatchCommitter:
             int(counted[_TOTAL]),
             int(counted[_DEAD]),
             {e.name: int(counted[violation_key(e)]) for e in self.expectations},
+            int(counted[_FORGOTTEN]),
         )
 
     def _raise_failed(self, counts: Counts) -> None:

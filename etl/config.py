@@ -507,6 +507,45 @@ class MaintenanceSettings(_Model):
     log_table: TableSettings | None = None
 
 
+class PrivacySettings(_Model):
+    """Who a record is about, for GDPR erasure (``jobs.forget``) and the forget list applied at
+    ingest and replay."""
+
+    # decoded top-level fields holding a data subject's identifier (e.g. customer_id); a
+    # record is the subject's when any of them equals a forgotten value (compared as text)
+    subject_fields: list[str] = Field(default_factory=list)
+    # the Kafka key (UTF-8) is a subject's identifier too: finds dead letters whose value
+    # cannot be decoded, and drops such records at ingest
+    key_is_subject: bool = False
+    # the secret key of the subjects' keyed hashes (HMAC-SHA256) in the forget list: the
+    # env var `salt_env` wins, else the Secrets Manager secret `salt_secret_id` (its string,
+    # or the `salt` key of a JSON object). Never in YAML.
+    salt_env: str = "ETL_PRIVACY_SALT"
+    salt_secret_id: str | None = None
+    # the forgotten subjects' hashes, one row per subject and request (the pipeline's format);
+    # default: beside the table, named <table>_forget
+    forget_table: TableSettings | None = None
+    # one row per erasure request and table; default: beside the table, <table>_erasure_audit
+    audit_table: TableSettings | None = None
+
+    @field_validator("subject_fields")
+    @classmethod
+    def _field_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _SQL_NAME.match(name):
+                raise ValueError(f"expected top-level field names, found {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_subject(self) -> PrivacySettings:
+        if not self.subject_fields and not self.key_is_subject:
+            raise ValueError(
+                "expected `subject_fields` (one or more) and/or `key_is_subject: true`, "
+                "found neither"
+            )
+        return self
+
+
 class PipelineSettings(_Model):
     """One Kafka topic set -> one table, with its own checkpoint."""
 
@@ -519,6 +558,8 @@ class PipelineSettings(_Model):
     # named SQL checks on decoded rows (false or null = violated), see transforms.expectations
     expectations: list[Expectation] = Field(default_factory=list)
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    # GDPR erasure and the forget list; None: the pipeline holds no personal data to erase
+    privacy: PrivacySettings | None = None
 
     @model_validator(mode="after")
     def _maintenance_fits_the_format(self) -> PipelineSettings:
@@ -542,10 +583,26 @@ class PipelineSettings(_Model):
         """The table each maintenance run is recorded in (configured, or beside the table)."""
         if self.maintenance.log_table is not None:
             return self.maintenance.log_table
+        return self._beside_table("_maintenance_log")
+
+    @property
+    def forget_list(self) -> TableSettings:
+        """The table of forgotten subjects' hashes (configured, or beside the table)."""
+        configured = self.privacy.forget_table if self.privacy else None
+        return configured or self._beside_table("_forget")
+
+    @property
+    def erasure_audit(self) -> TableSettings:
+        """The table each erasure request is audited in (configured, or beside the table)."""
+        configured = self.privacy.audit_table if self.privacy else None
+        return configured or self._beside_table("_erasure_audit")
+
+    def _beside_table(self, suffix: str) -> TableSettings:
+        """A table named and placed like the pipeline's table, with a suffix."""
         location = self.sink.location
         return TableSettings(
-            table=f"{self.sink.table}_maintenance_log",
-            location=None if location is None else location.rstrip("/") + "_maintenance_log",
+            table=f"{self.sink.table}{suffix}",
+            location=None if location is None else location.rstrip("/") + suffix,
         )
 
     @field_validator("expectations")

@@ -57,6 +57,9 @@ class BatchDecoder:
     # the reader schema the table last recorded (None: a new table); read once, before the
     # first decode, so a restarted job (or a replay) decides schema versions as before
     stored_schema: Callable[[SparkSession], str | None] | None = None
+    # per batch, a transform flagging forgotten subjects' records (``etl.privacy``): called
+    # once per decode, so a request recorded while the stream runs applies from the next batch
+    forgetting: Callable[[SparkSession], Callable[[DataFrame], DataFrame]] | None = None
     _seeded: bool = field(default=False, repr=False)
     # whether build_spark registered the JVM inflater, looked up once
     _jvm_inflater: bool | None = field(default=None, repr=False)
@@ -116,6 +119,8 @@ class BatchDecoder:
                     rejected=admission.rejected,
                 )
             ).transform(flatten_decoded())
+            if self.forgetting is not None:
+                rows = rows.transform(self.forgetting(batch.sparkSession))
             if self.changes is not None:
                 rows = rows.transform(self.changes)
             exempt = self.exempt

@@ -53,3 +53,7 @@ class SecretError(EtlError):
 
 class MaintenanceError(EtlError):
     """A maintenance task cannot run on a table, or failed (the table is left as it was)."""
+
+
+class ErasureError(EtlError):
+    """An erasure request is invalid, or a table could not be erased or verified clean."""

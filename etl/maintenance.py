@@ -35,6 +35,7 @@ from etl.config import PipelineSettings, TableFormat
 from etl.exceptions import MaintenanceError
 from etl.formats import CommitInfo, TableSpec, load_sink, table_format
 from etl.formats.base import (
+    CARRIED_PREFIX,
     QUERY_ID_KEY,
     READER_SCHEMA_KEY,
     TableMaintenance,
@@ -322,7 +323,11 @@ def keep_from(spark: SparkSession, sink: TableSink) -> dt.datetime | None:
     """The time of the oldest commit the replay check reads (``needed_commits``), or None."""
     row = (
         sink.commit_history(spark)
-        .transform(needed_commits(query_key=QUERY_ID_KEY, schema_key=READER_SCHEMA_KEY))
+        .transform(
+            needed_commits(
+                query_key=QUERY_ID_KEY, schema_key=READER_SCHEMA_KEY, carried_prefix=CARRIED_PREFIX
+            )
+        )
         .agg(F.min(COMMITTED_AT))
         .first()
     )

@@ -24,6 +24,7 @@ from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
 from etl.paths import local_uri
+from etl.privacy import build_forget_list, check_subject_fields
 from etl.registry import build_resolver
 from etl.secrets import scram_credentials
 from transforms.schema_evolution import ReaderSchema
@@ -54,6 +55,7 @@ class Totals:
     read: int = 0
     written: int = 0
     dead_lettered: int = 0
+    forgotten: int = 0
 
     def add(self, result: BatchResult) -> None:
         """Adds one batch's counts."""
@@ -61,6 +63,7 @@ class Totals:
         self.read += result.read
         self.written += result.written if result.committed else 0
         self.dead_lettered += result.dead_lettered if result.committed else 0
+        self.forgotten += result.forgotten
 
 
 @dataclass
@@ -159,6 +162,8 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
     """Wires a pipeline's resolver, decoder and sinks from settings (no Spark work yet)."""
     pipeline = settings.pipeline(name)
     resolver, reader_schema = build_resolver(pipeline.decode, settings.aws, settings.registry)
+    check_subject_fields(pipeline, name, reader_schema)
+    forget_list = build_forget_list(pipeline, settings.aws)
     table, dead_letter = pipeline_tables(pipeline)
     changes = None
     upsert = table.spec.upsert
@@ -181,6 +186,7 @@ def build_pipeline(settings: Settings, name: str) -> Pipeline:
             expectations,
             changes,
             functools.partial(stored_reader_schema, table),
+            forget_list.marker if forget_list is not None else None,
         ),
         BatchCommitter(name, table, dead_letter, expectations),
     )

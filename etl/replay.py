@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from etl.exceptions import ConfigError
 from etl.formats.base import CommitInfo, TableSink
-from transforms.columns import ERROR_CLASS, KAFKA_COORDINATES
+from transforms.columns import ERROR_CLASS, FORGOTTEN, KAFKA_COORDINATES
 from transforms.routing import kafka_rows_from_dead_letters
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class ReplayResult:
     marked: int
     still_failing: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    # records of forgotten subjects: marked replayed, never appended
+    forgotten: int = 0
 
 
 def replay_dead_letters(
@@ -111,7 +113,9 @@ def replay_dead_letters(
         # checkpointed: the release below rewrites the dead-letter table these rows are read
         # from, which would invalidate a cache of them and change what they hold
         decoded = dataclasses.replace(decoding, rows=decoding.rows.localCheckpoint(eager=True))
-        failed = decoded.rows.where(F.col(ERROR_CLASS).isNotNull())
+        forgotten = F.col(FORGOTTEN) if FORGOTTEN in decoded.rows.columns else F.lit(False)
+        # a forgotten subject's dead letter is not released: the erasure deletes it
+        failed = decoded.rows.where(F.col(ERROR_CLASS).isNotNull() & ~forgotten)
         still = {r[0]: int(r[1]) for r in failed.groupBy(ERROR_CLASS).count().collect()}
         if still:
             dlq.update_matching(
@@ -131,10 +135,11 @@ def replay_dead_letters(
         result = ReplayResult(
             replay_id,
             decoded.read,
-            decoded.read - counts.dead if committed else 0,
+            decoded.read - counts.dead - counts.forgotten if committed else 0,
             marked,
             still,
             resumed,
+            counts.forgotten,
         )
     log.info("replay %s: %s", pipeline.name, result)
     return result

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"replay {result.replay_id}{resumed}: {result.candidates} dead letters considered, "
         f"{result.appended} appended, {result.marked} marked replayed, "
-        f"still failing: {result.still_failing or 'none'}"
+        f"still failing: {result.still_failing or 'none'}, "
+        f"of forgotten subjects (not appended): {result.forgotten}"
     )
     return 0
 

@@ -38,3 +38,6 @@ DELETE_FLAG = "_etl_delete"
 # upsert batches: the largest Kafka offset of the key's deletes without an ordering value
 # (tombstones) in the batch; a table row from an earlier offset is gone, whatever its ordering
 RESET_OFFSET = "_etl_reset_offset"
+
+# privacy: true when the record is about a subject in the forget list (never written anywhere)
+FORGOTTEN = "_etl_forgotten"

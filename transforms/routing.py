@@ -22,6 +22,7 @@ from transforms.columns import (
     ERROR_CLASS,
     ERROR_COLUMNS,
     ERROR_MESSAGE,
+    FORGOTTEN,
     KAFKA_KEY,
     KAFKA_OFFSET,
     KAFKA_PARTITION,
@@ -58,6 +59,13 @@ DEAD_LETTER_SCHEMA = StructType(
 def _decoded_once() -> Column:
     """Always true; referencing ``_barrier`` keeps the filter above the decode (see decode)."""
     return F.col(BARRIER) >= 0
+
+
+def _kept(df: DataFrame) -> Column:
+    """Rows that go anywhere: decoded once, and not of a forgotten subject (when flagged)."""
+    if FORGOTTEN in df.columns:
+        return _decoded_once() & ~F.col(FORGOTTEN)
+    return _decoded_once()
 
 
 def flatten_decoded() -> Callable[[DataFrame], DataFrame]:
@@ -104,11 +112,14 @@ def kafka_rows_from_dead_letters() -> Callable[[DataFrame], DataFrame]:
 
 
 def table_rows() -> Callable[[DataFrame], DataFrame]:
-    """Returns a transform keeping good rows of a flattened frame: fields, then Kafka metadata."""
+    """Returns a transform keeping good rows of a flattened frame: fields, then Kafka metadata.
+
+    Rows flagged ``FORGOTTEN`` (a forgotten subject's) are dropped, here and from dead letters.
+    """
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(_decoded_once() & F.col(ERROR_CLASS).isNull()).drop(
-            KAFKA_VALUE, *ERROR_COLUMNS, BARRIER
+        return df.where(_kept(df) & F.col(ERROR_CLASS).isNull()).drop(
+            KAFKA_VALUE, *ERROR_COLUMNS, BARRIER, FORGOTTEN
         )
 
     return _transform
@@ -130,7 +141,7 @@ def dead_letter_rows(
     """
 
     def _transform(df: DataFrame) -> DataFrame:
-        return df.where(_decoded_once() & F.col(ERROR_CLASS).isNotNull()).select(
+        return df.where(_kept(df) & F.col(ERROR_CLASS).isNotNull()).select(
             F.lit(pipeline).alias("pipeline"),
             F.lit(batch_id).cast("long").alias("batch_id"),
             F.lit(ingested_at).cast("timestamp").alias("ingested_at"),

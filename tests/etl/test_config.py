@@ -57,6 +57,19 @@ SINK_DEFAULTS: dict[str, Any] = {
 }
 
 
+def privacy(**fields: Any) -> dict[str, Any]:
+    """A pipeline's privacy section as dumped: the defaults, then ``fields``."""
+    return {
+        "subject_fields": ["customer_id", "customer_email"],
+        "key_is_subject": False,
+        "salt_env": "ETL_PRIVACY_SALT",
+        "salt_secret_id": None,
+        "forget_table": None,
+        "audit_table": None,
+        **fields,
+    }
+
+
 def maintenance(**sections: dict[str, Any]) -> dict[str, Any]:
     """A pipeline's maintenance section as dumped: the defaults, then ``sections``' keys."""
     dumped: dict[str, Any] = {
@@ -116,6 +129,7 @@ LOCAL_ORDERS: dict[str, Any] = {
     "trigger": {"mode": "available_now", "interval": "30 seconds"},
     "expectations": [],
     "maintenance": maintenance(compact={"sort_by": ["customer_id"]}),
+    "privacy": privacy(),
 }
 
 
@@ -305,6 +319,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     },
                     expire={"schedule": "45 1 * * *", "older_than_hours": 72.0, "retain_last": 20},
                 ),
+                "privacy": privacy(salt_secret_id="etl/privacy-salt"),
             },
             "payments": {
                 "source": {
@@ -345,6 +360,7 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                 "trigger": {"mode": "processing_time", "interval": "5 minutes"},
                 "expectations": [],
                 "maintenance": maintenance(),
+                "privacy": None,
             },
         },
     }
@@ -424,6 +440,7 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                 "trigger": {"mode": "processing_time", "interval": "1 minute"},
                 "expectations": [],
                 "maintenance": maintenance(),
+                "privacy": privacy(salt_secret_id="etl/privacy-salt"),
             }
         },
     }
@@ -1013,6 +1030,27 @@ INVALID: list[Any] = [
             "equal to 1"
         ],
         id="retain-no-snapshot",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(privacy={}),
+        [
+            "pipelines.orders.privacy: Value error, expected `subject_fields` (one or more) "
+            "and/or `key_is_subject: true`, found neither"
+        ],
+        id="privacy-without-a-subject",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(privacy={"subject_fields": ["customer.email"]}),
+        [
+            "pipelines.orders.privacy.subject_fields: Value error, expected top-level field "
+            "names, found 'customer.email'"
+        ],
+        id="privacy-nested-subject-field",
+    ),
+    pytest.param(
+        lambda c: _orders(c).update(privacy={"subject_fields": ["customer_id"], "salt": "x"}),
+        ["pipelines.orders.privacy.salt: Extra inputs are not permitted"],
+        id="privacy-salt-in-yaml",
     ),
 ]
 

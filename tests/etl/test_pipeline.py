@@ -190,6 +190,7 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
         "etl.records-read": "8",
         "etl.records-written": "6",
         "etl.records-dead-lettered": "2",
+        "etl.records-forgotten": "0",
     }
 
 

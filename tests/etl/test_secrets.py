@@ -11,9 +11,9 @@ import boto3
 import pytest
 
 import etl.secrets
-from etl.config import KafkaAuth
+from etl.config import KafkaAuth, PrivacySettings
 from etl.exceptions import SecretError
-from etl.secrets import scram_credentials
+from etl.secrets import privacy_salt, scram_credentials
 
 PASSWORD_ENV = "ETL_TEST_SCRAM_PASSWORD"
 REGION = "us-east-1"
@@ -164,3 +164,73 @@ def test_scram_credentials_missing_secret_raises_without_chaining(local_stack: A
     # `from None`: the ClientError (request ids, ARNs) is neither the cause nor shown
     assert (info.value.__cause__, info.value.__suppress_context__) == (None, True)
     assert "An error occurred" not in "".join(traceback.format_exception(info.value))
+
+
+# --- the privacy salt ----------------------------------------------------------------------
+
+SALT_ENV = "ETL_TEST_PRIVACY_SALT"
+
+
+def _privacy(**fields: Any) -> PrivacySettings:
+    return PrivacySettings.model_validate(
+        {"subject_fields": ["customer_id"], "salt_env": SALT_ENV, **fields}
+    )
+
+
+def test_privacy_salt_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SALT_ENV, SECRET_VALUE + "-long-enough")
+
+    assert (
+        privacy_salt(_privacy(salt_secret_id="unused")) == (SECRET_VALUE + "-long-enough").encode()
+    )
+
+
+def test_privacy_salt_missing_names_where_it_was_looked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(SALT_ENV, raising=False)
+
+    with pytest.raises(
+        SecretError,
+        match=rf"^privacy salt: expected env var {SALT_ENV} to hold the forget list's hash key, "
+        "found it unset$",
+    ):
+        privacy_salt(_privacy())
+
+
+def test_privacy_salt_too_short_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SALT_ENV, "short-s3cr3t")
+
+    with pytest.raises(SecretError) as info:
+        privacy_salt(_privacy())
+
+    assert str(info.value) == (
+        f"privacy salt: expected at least 16 bytes in env var {SALT_ENV}, found 12"
+    )
+    assert "short-s3cr3t" not in _chain_text(info.value)
+
+
+@pytest.mark.integration
+def test_privacy_salt_reads_a_secret_string_or_its_salt_key(
+    local_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    plain = _create_secret(local_stack, SECRET_VALUE + "-plain-salt")
+    keyed = _create_secret(local_stack, json.dumps({"salt": SECRET_VALUE + "-json-salt"}))
+    wrong = _create_secret(local_stack, json.dumps({"pepper": SECRET_VALUE + "-json-salt"}))
+    endpoint = {"endpoint_url": local_stack.info.aws_endpoint, "region": REGION}
+
+    assert (
+        privacy_salt(_privacy(salt_secret_id=plain), **endpoint)
+        == (SECRET_VALUE + "-plain-salt").encode()
+    )
+    assert (
+        privacy_salt(_privacy(salt_secret_id=keyed), **endpoint)
+        == (SECRET_VALUE + "-json-salt").encode()
+    )
+    with pytest.raises(SecretError) as info:
+        privacy_salt(_privacy(salt_secret_id=wrong), **endpoint)
+    assert "found keys ['pepper']" in str(info.value)
+    assert SECRET_VALUE not in _chain_text(info.value)

@@ -188,6 +188,7 @@ def test_hudi_append_pipeline_lands_rows_dead_letters_and_commit_metadata(
             "etl.records-read": "5",
             "etl.records-written": "4",
             "etl.records-dead-lettered": "1",
+            "etl.records-forgotten": "0",
         }
     ]
 

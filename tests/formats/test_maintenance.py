@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -33,6 +32,7 @@ from etl.formats import TableSink
 from etl.maintenance import Retry, RunRecord, Status, Task, run_maintenance, write_log
 from etl.pipeline import pipeline_tables
 from tests.conftest import catalog_block
+from tests.formats.readers import independent_arrow, location_path
 from transforms.columns import (
     BARRIER,
     DELETE_FLAG,
@@ -174,29 +174,8 @@ def run_stream(lake: Lake, *, until: threading.Event | None = None) -> str:
 
 def independent_rows(lake: Lake, table: TableSink) -> list[tuple[int, str]]:
     """The table's (id, name) rows, read without Spark."""
-    if lake.fmt is TableFormat.ICEBERG:
-        from pyiceberg.table import StaticTable
-
-        _, namespace, name = table.name.split(".")
-        metadata = lake.warehouse / namespace / name / "metadata"
-        version = (metadata / "version-hint.text").read_text().strip()
-        arrow = StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json")).scan()
-        data = arrow.to_arrow()
-    elif lake.fmt is TableFormat.DELTA:
-        from deltalake import DeltaTable
-
-        data = DeltaTable(_path(table)).to_pyarrow_table()
-    else:
-        from hudi import HudiTable
-
-        data = pa.Table.from_batches(HudiTable(_path(table)).read())
+    data = independent_arrow(lake.fmt, table, lake.warehouse)
     return sorted(zip(data.column("id").to_pylist(), data.column("name").to_pylist(), strict=True))
-
-
-def _path(table: TableSink) -> str:
-    location = table.spec.location
-    assert location is not None
-    return location.removeprefix("file://")
 
 
 @pytest.fixture(params=FORMATS)
@@ -307,7 +286,7 @@ def test_compaction_then_expiry_keep_the_content_and_the_replay_check(lake: Lake
     if lake.fmt is TableFormat.HUDI:
         # the stream's writer cleans inline after its commits (retaining one here): by now
         # the old file versions went with a clean of the stream's or of this run's
-        cleans = list(Path(_path(table), ".hoodie", "timeline").glob("*.clean"))
+        cleans = list(Path(location_path(table), ".hoodie", "timeline").glob("*.clean"))
         assert cleans or record.files_deleted > 0, record
     else:
         assert record.files_deleted >= len(BATCHES), record
@@ -360,7 +339,7 @@ def _first_version(lake: Lake, table: TableSink) -> Any:
     if lake.fmt is TableFormat.DELTA:
         return 1  # version 0 created the table empty
     # completed instants are <requested>_<completed>.<action> in Hudi 1.0's timeline
-    timeline = Path(_path(table), ".hoodie", "timeline")
+    timeline = Path(location_path(table), ".hoodie", "timeline")
     completed = sorted(
         p.name for p in timeline.iterdir() if p.suffix in (".commit", ".deltacommit")
     )
@@ -424,7 +403,7 @@ def _data_dir(lake: Lake, table: TableSink) -> Path:
     if lake.fmt is TableFormat.ICEBERG:
         _, namespace, name = table.name.split(".")
         return lake.warehouse / namespace / name / "data"
-    return Path(_path(table))
+    return Path(location_path(table))
 
 
 def test_a_table_of_another_format_or_none_is_refused_with_nothing_done(
@@ -438,7 +417,7 @@ def test_a_table_of_another_format_or_none_is_refused_with_nothing_done(
     other = TableFormat.HUDI if lake.fmt is TableFormat.DELTA else TableFormat.DELTA
     marker = {"delta": "_delta_log", "hudi": ".hoodie/hoodie.properties"}[other.value]
     table, _ = lake.tables()
-    path = Path(_path(table)) / marker
+    path = Path(location_path(table)) / marker
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("")
     with pytest.raises(MaintenanceError, match=f"found a {other.value} table"):
@@ -513,7 +492,7 @@ def test_maintenance_beside_a_running_upsert_stream_both_commit_and_nothing_is_l
     assert lake.rows() == sorted(latest.items())
     assert table.last_committed_batch(spark, query_ids[0]) == len(batches) - 1
     if fmt is TableFormat.HUDI:
-        timeline = Path(_path(table), ".hoodie", "timeline")
+        timeline = Path(location_path(table), ".hoodie", "timeline")
         actions = {p.suffix for p in timeline.iterdir() if "_" in p.name}
         assert {".replacecommit", ".clean"} <= actions, sorted(actions)
 
@@ -533,7 +512,7 @@ def _committed(lake: Lake, table: TableSink) -> int:
     """How many batches the stream has committed to the table."""
     if lake.fmt is TableFormat.ICEBERG and not table.exists(lake.spark):
         return 0
-    if lake.fmt is TableFormat.DELTA and not (Path(_path(table)) / "_delta_log").exists():
+    if lake.fmt is TableFormat.DELTA and not (Path(location_path(table)) / "_delta_log").exists():
         return 0
     # Hudi's history is read from storage (registering the name would race the first commit)
     try:

@@ -34,7 +34,7 @@ def test_needed_commits_are_the_newest_of_each_query_and_the_newest_reader_schem
         [("query a", _at(3)), ("query b", _at(5)), ("reader schema", _at(2))], NEEDED
     )
 
-    actual = history.transform(needed_commits(query_key="q", schema_key="s"))
+    actual = history.transform(needed_commits(query_key="q", schema_key="s", carried_prefix="c."))
 
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -43,6 +43,32 @@ def test_needed_commits_of_a_history_without_batches_is_empty(spark: SparkSessio
     history = spark.createDataFrame([(_at(0), {}), (_at(1), {"other": "x"})], HISTORY)
     expected = spark.createDataFrame([], NEEDED)
 
-    actual = history.transform(needed_commits(query_key="q", schema_key="s"))
+    actual = history.transform(needed_commits(query_key="q", schema_key="s", carried_prefix="c."))
 
     assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_needed_commits_count_a_batch_id_carried_forward_as_the_query_s_commit(
+    spark: SparkSession,
+) -> None:
+    history = spark.createDataFrame(
+        [
+            (_at(0), {"q": "a", "b": "3", "s": "{v1}"}),
+            (_at(1), {"q": "forget-r", "b": "0", "c.a": "3", "c.b": "7", "s": "{v1}"}),
+            (_at(2), {"q": "b", "b": "8"}),
+        ],
+        HISTORY,
+    )
+    expected = spark.createDataFrame(
+        [
+            ("query a", _at(1)),
+            ("query b", _at(2)),
+            ("query forget-r", _at(1)),
+            ("reader schema", _at(1)),
+        ],
+        NEEDED,
+    )
+
+    actual = history.transform(needed_commits(query_key="q", schema_key="s", carried_prefix="c."))
+
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
