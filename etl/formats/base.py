@@ -262,7 +262,8 @@ class TableSink(abc.ABC):
         )
         carried = {
             str(r["key"]): str(r["batch"])
-            for r in entries.groupBy("key").agg(F.max(F.col("value").cast("long")).alias("batch"))
+            for r in entries.groupBy("key")
+            .agg(F.max(F.col("value").cast("long")).alias("batch"))
             .collect()
         }
         schema = self.latest_property(spark, READER_SCHEMA_KEY)
