@@ -22,9 +22,7 @@ def independent_arrow(fmt: TableFormat, table: TableSink, warehouse: Path) -> pa
             StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json")).scan().to_arrow()
         )
     if fmt is TableFormat.DELTA:
-        from deltalake import DeltaTable
-
-        return DeltaTable(location_path(table)).to_pyarrow_table()
+        return _delta_arrow(location_path(table))
     from hudi import HudiTable
 
     return pa.Table.from_batches(HudiTable(location_path(table)).read())
@@ -35,3 +33,23 @@ def location_path(table: TableSink) -> str:
     location = table.spec.location
     assert location is not None
     return location.removeprefix("file://")
+
+
+def _delta_arrow(path: str) -> pa.Table:
+    """A Delta table read by delta-rs; one with the deletion-vector feature (which delta-rs
+    cannot apply) by its files as delta-rs lists them, provided no file has a deletion vector."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaProtocolError
+
+    table = DeltaTable(path)
+    try:
+        return table.to_pyarrow_table()
+    except DeltaProtocolError:
+        actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+        vectors = [v for v in actions.get("deletionVector.storageType", []) if v]
+        assert not vectors, f"{path}: files with deletion vectors, no independent read"
+        return pa.concat_tables(
+            [pq.read_table(uri.removeprefix("file://")) for uri in table.file_uris()],
+            promote_options="default",
+        )
