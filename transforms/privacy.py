@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import operator
 from collections.abc import Callable, Sequence
+
 import pandas as pd  # type: ignore[import-untyped]
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
