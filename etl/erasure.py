@@ -316,19 +316,33 @@ def erase(
     return RequestAudit(request.request_id, len(request.subjects), started, clock(), tuple(audits))
 
 
-def _prepare(
-    spark: SparkSession, settings: Settings, name: str
-) -> tuple[str, ForgetList, list[_Target]]:
-    """Checks one pipeline and builds its forget list and erasure targets (nothing written)."""
+def check_privacy(settings: Settings, name: str) -> ForgetList:
+    """The pipeline's forget list, checked before any Spark work: a privacy section and a
+    readable salt.
+
+    Raises:
+        ConfigError: The pipeline has no privacy section.
+        SecretError: Its salt cannot be read.
+    """
     pipeline = settings.pipeline(name)
-    privacy = pipeline.privacy
-    if privacy is None:
+    if pipeline.privacy is None:
         raise ConfigError(
             f"pipelines.{name}.privacy: expected a privacy section naming the subject fields, "
             "found none (the pipeline cannot be erased)"
         )
     forget = build_forget_list(pipeline, settings.aws)
     assert forget is not None
+    return forget
+
+
+def _prepare(
+    spark: SparkSession, settings: Settings, name: str
+) -> tuple[str, ForgetList, list[_Target]]:
+    """Checks one pipeline and builds its forget list and erasure targets (nothing written)."""
+    forget = check_privacy(settings, name)
+    pipeline = settings.pipeline(name)
+    privacy = pipeline.privacy
+    assert privacy is not None
     built = build_pipeline(settings, name)
     table, dead_letter = pipeline_tables(pipeline)
     support = table_format(pipeline.sink.format)
@@ -478,18 +492,19 @@ def _erase_table(
                             clock,
                         ),
                     )
-            if done > 1 or not already or scan.hits:
+            if done > 1 or not already:
+                # also without a delete of its own: older versions may hold rows deleted
+                # before (a CDC delete, a hand-written DELETE)
                 last = sink.last_committed_batch(spark, query)
-                if last is not None:
-                    commit = CommitInfo(target.pipeline, query, last, sink.carried_forward(spark))
-                    totals = _add(
-                        totals,
-                        _retry(
-                            target.maintenance,
-                            functools.partial(target.maintenance.purge, spark, commit=commit),
-                            clock,
-                        ),
-                    )
+                commit = CommitInfo(target.pipeline, query, last or 0, sink.carried_forward(spark))
+                totals = _add(
+                    totals,
+                    _retry(
+                        target.maintenance,
+                        functools.partial(target.maintenance.purge, spark, commit=commit),
+                        clock,
+                    ),
+                )
             scan = scan_location(
                 location, request.subjects, fields=target.fields, filesystem=filesystem
             )

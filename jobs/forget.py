@@ -20,7 +20,7 @@ import sys
 
 from etl import logs
 from etl.config import Settings, TableFormat, load_settings
-from etl.erasure import ErasureRequest, erase, read_subjects
+from etl.erasure import ErasureRequest, check_privacy, erase, read_subjects
 from etl.exceptions import ConfigError, EtlError
 from etl.spark import build_spark
 from jobs.maintain import select_pipelines
@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         fmt, names = select_pipelines(
             settings, with_privacy(settings, args.pipelines, args.format), args.format
         )
+        for name in names:
+            # a missing section or salt fails here, before a Spark session starts
+            check_privacy(settings, name)
         spark = build_spark(settings, [fmt])
         spark.sparkContext.setLogLevel("WARN")
         audit = erase(spark, settings, names, request)

@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,38 @@ def test_erase_refuses_unknown_subject_fields_before_anything(
 
     forget = build_forget_list(wrong.pipeline(name), wrong.aws)
     assert forget is not None and not forget.sink.exists(spark)
+
+
+def test_erase_beside_a_running_iceberg_stream_both_commit(
+    spark: SparkSession, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETL_PRIVACY_SALT", SALT)
+    settings, name = _settings(TableFormat.ICEBERG, {}, False, tmp_path / "lake", warehouse)
+    shop = Shop(spark, TableFormat.ICEBERG, settings, name, warehouse, _kafka_batches(spark, 8, 12))
+    shop.ingest(shop.pipeline(), "q1", shop.batches[:2])
+    results: list[Any] = []
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        pipeline = shop.pipeline()
+        try:
+            for number in range(2, len(shop.batches)):
+                results.append(pipeline.process(shop.batches[number], number, query_id="q1"))
+        except BaseException as err:  # the assertion below reports it
+            failures.append(err)
+
+    # batches go on committing while the request is recorded, deleted, purged and verified
+    writer = threading.Thread(target=stream)
+    writer.start()
+    try:
+        audit = _erase(shop)
+    finally:
+        writer.join(timeout=600)
+
+    assert not failures, failures
+    assert all(r.committed for r in results) and len(results) == len(shop.batches) - 2
+    assert not audit.failed, audit.as_json()
+    kept = {f"o-{n}" for n in range(8 * 12) if email(n) not in SUBJECTS}
+    assert sorted(r["order_id"] for r in shop.rows()) == sorted(kept)
+    table, _ = pipeline_tables(settings.pipeline(name))
+    assert scan_location(table_location(spark, table), SUBJECTS).hits == ()
