@@ -41,12 +41,17 @@ KAFKA = (
     "timestamp timestamp, timestampType int"
 )
 SUBJECTS = [f"person-{n:03d}@example.org" for n in (1, 2, 3)]
+# Iceberg cases run in the Hudi session (it hosts Iceberg too) to even out make test's two
+# runs. Hudi copy-on-write append tables were erased and verified in development (the same
+# delete and purge as merge-on-read, minus the compaction) but are left out of the suite for
+# its time.
 CASES = [
     pytest.param(
-        (TableFormat.ICEBERG, {"write_mode": "merge-on-read"}, True), id="iceberg-mor-upsert"
+        (TableFormat.ICEBERG, {"write_mode": "merge-on-read"}, True),
+        id="iceberg-mor-upsert",
+        marks=pytest.mark.hudi,
     ),
     pytest.param((TableFormat.DELTA, {"deletion_vectors": True}, False), id="delta-dv-append"),
-    pytest.param((TableFormat.HUDI, {}, False), id="hudi-cow-append", marks=pytest.mark.hudi),
     pytest.param(
         (TableFormat.HUDI, {"table_type": "MERGE_ON_READ", "compaction_delta_commits": 3}, True),
         id="hudi-mor-upsert",
@@ -247,6 +252,19 @@ def test_erase_deletes_verifies_and_keeps_the_stream_exact(
     rerun = _erase(shop)
     assert [t.status for t in rerun.tables] == [Status.ALREADY_DONE, Status.ALREADY_DONE]
 
+    if shop.fmt is TableFormat.DELTA:
+        # a subject with no row left: no delete, still a purge (cut at a commit of its own)
+        nobody = erase(
+            shop.spark,
+            shop.settings,
+            [shop.name],
+            ErasureRequest.of("req-2", ["nobody@example.org"]),
+            clock=_later,
+        )
+        assert [(t.status, t.rows_deleted) for t in nobody.tables] == [("done", 0), ("done", 0)]
+        # the replay check still answers from the cut log (a fresh process asks the table)
+        assert shop.pipeline().process(shop.batches[3], 3, query_id="q1").committed is False
+
     # a copy of an old file planted in the table's location fails the verification loudly
     planted = location / "planted-copy.parquet"
     shutil.copyfile(kept, planted)
@@ -275,6 +293,7 @@ def test_erase_refuses_unknown_subject_fields_before_anything(
     assert forget is not None and not forget.sink.exists(spark)
 
 
+@pytest.mark.hudi  # an Iceberg test evening out the two runs (see CASES)
 def test_erase_beside_a_running_iceberg_stream_both_commit(
     spark: SparkSession, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from etl.config import CompactSettings, ExpireSettings, OrphanSettings, TableFormat
+from etl.exceptions import MaintenanceError
 from etl.formats.base import (
     BATCH_ID_KEY,
     QUERY_ID_KEY,
@@ -60,6 +61,8 @@ MIN_FILE_SIZE_CONF = "spark.databricks.delta.optimize.minFileSize"
 RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING_PARALLELISM_CONF = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
+# the newest erasure's query id: a commit to cut the log at when the erasure deleted nothing
+ERASURE_PROPERTY = "etl.erasure"
 DEFAULT_LOG_RETENTION = "interval 30 days"
 # Delta's bin-pack rewrites files below this share of the target size (as Iceberg's does)
 _MIN_FILE_SHARE = 0.75
@@ -356,17 +359,20 @@ class DeltaMaintenance(TableMaintenance):
         return history.orderBy(F.col("version").desc()).first()
 
     def _anchor(self, spark: SparkSession, commit: CommitInfo, *, after: int) -> Row:
-        """An empty blind append carrying the commit's properties: a commit to cut the log at."""
-        schema = spark.read.format("delta").load(self.sink.location).schema
-        (
-            spark.createDataFrame([], schema)
-            .write.format("delta")
-            .mode("append")
-            .option("userMetadata", _user_metadata(commit))
-            .save(self.sink.location)
-        )
+        """A commit carrying the commit's properties to cut the log at, when the erasure made
+        none (nothing to delete now): a table property naming the erasure's query, which
+        always commits (an empty append may commit nothing)."""
+        with session_confs(spark, {USER_METADATA_CONF: _user_metadata(commit)}):
+            spark.sql(
+                f"ALTER TABLE {self._path} SET TBLPROPERTIES "
+                f"('{ERASURE_PROPERTY}' = '{commit.query_id}')"
+            )
         row = self._own_commit(spark, commit, after=after, operation=None)
-        assert row is not None, "the empty append left no commit"
+        if row is None:
+            raise MaintenanceError(
+                f"{self.name}: expected a commit of {commit.query_id} after version {after} to "
+                "cut the log at, found none (nothing was deleted)"
+            )
         return row
 
     @property
