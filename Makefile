@@ -71,12 +71,13 @@ fmt: setup ## format and autofix
 # decode paths do not depend on the format); then each format's sinks against its own
 # streaming sink (bench/formats.json)
 BENCH_FORMAT_PATHS := kafka_noop,write_limit,e2e
-bench: setup ## benchmarks (not part of make test); writes bench/results*.json, bench/formats.json and bench/maintenance.json
+bench: setup ## benchmarks (not part of make test); writes bench/results*.json, bench/formats.json, bench/maintenance.json and bench/erasure.json
 	$(PY) -m bench.run
 	$(PY) -m bench.run --format delta --records 1000000 --paths $(BENCH_FORMAT_PATHS)
 	$(PY) -m bench.run --format hudi --records 1000000 --paths $(BENCH_FORMAT_PATHS)
 	$(PY) -m bench.formats
 	$(PY) -m bench.maintenance
+	$(PY) -m bench.erasure
 
 bench-quick: setup ## a small benchmark run, as a smoke check
 	$(PY) -m bench.run --quick

@@ -48,6 +48,7 @@ from etl.config import PipelineSettings, Settings
 from etl.exceptions import ConfigError, ErasureError
 from etl.formats import CommitInfo, TableSink, table_format
 from etl.formats.base import EraseOutcome, TableMaintenance
+from etl.maintenance import first_line
 from etl.pipeline import Pipeline, build_pipeline, pipeline_tables
 from etl.privacy import ForgetList, build_forget_list, forget_query_id, table_of
 from etl.verify import ScanResult, scan_location
@@ -519,13 +520,13 @@ def _erase_table(
                 rounds,
             )
     except Exception as err:
-        log.error("%s: request %s failed: %s", sink.name, request.request_id, _first_line(err))
+        log.error("%s: request %s failed: %s", sink.name, request.request_id, first_line(err))
         return dataclasses.replace(
             record,
             status=Status.FAILED.value,
             ended_at=clock(),
             rounds=done,
-            error=_first_line(err),
+            error=first_line(err),
             **_counts(totals),
         )
     status = Status.ALREADY_DONE if already and done == 1 else Status.DONE
@@ -595,7 +596,7 @@ def _retry(
                 maintenance.name,
                 attempt,
                 CONFLICT_ATTEMPTS,
-                _first_line(err),
+                first_line(err),
             )
             time.sleep(CONFLICT_BACKOFF_S * attempt)
     raise AssertionError("unreachable")
@@ -633,15 +634,5 @@ def write_audit(spark: SparkSession, pipeline: PipelineSettings, records: list[T
         )
     except Exception as err:
         raise ErasureError(
-            f"{audit.table}: cannot record the erasure audit: {_first_line(err)}"
+            f"{audit.table}: cannot record the erasure audit: {first_line(err)}"
         ) from err
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an error (a JVM error's own, not py4j's)."""
-    java = getattr(err, "java_exception", None)
-    if java is not None:
-        text = str(java.toString()).strip()
-        return text.splitlines()[0] if text else type(err).__name__
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

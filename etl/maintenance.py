@@ -251,7 +251,7 @@ def _run_task(
             outcome = _dispatch(spark, maintenance, task, settings, dry_run=dry_run, clock=clock)
             break
         except Exception as err:
-            error = _first_line(err)
+            error = first_line(err)
             if attempt < retry.attempts and maintenance.is_conflict(err):
                 log.warning(
                     "%s %s lost a commit race with another writer (attempt %d of %d), retrying: %s",
@@ -338,8 +338,9 @@ def keep_from(spark: SparkSession, sink: TableSink) -> dt.datetime | None:
     return found.astimezone(dt.UTC)
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an error (a JVM error's own, not py4j's "error occurred while")."""
+def first_line(err: BaseException) -> str:
+    """The first line of an error (a JVM error's own, not py4j's "error occurred while"), for
+    records that must stay one line."""
     java = getattr(err, "java_exception", None)
     if java is not None:
         text = str(java.toString()).strip()
@@ -374,5 +375,5 @@ def write_log(
         sink.append(rows, CommitInfo(name, f"maintenance-{records[0].run_id}", 0))
     except Exception as err:
         raise MaintenanceError(
-            f"{log_table.table}: cannot record the maintenance run: {_first_line(err)}"
+            f"{log_table.table}: cannot record the maintenance run: {first_line(err)}"
         ) from err
