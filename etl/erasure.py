@@ -52,7 +52,13 @@ from etl.maintenance import first_line
 from etl.pipeline import Pipeline, build_pipeline, pipeline_tables
 from etl.privacy import ForgetList, build_forget_list, forget_query_id, table_of
 from etl.verify import ScanResult, scan_location
-from transforms.columns import ERROR_CLASS, FORGOTTEN, KAFKA_COORDINATES, KAFKA_KEY
+from transforms.columns import (
+    ERROR_CLASS,
+    FORGOTTEN,
+    KAFKA_COORDINATES,
+    KAFKA_KEY,
+    KAFKA_VALUE,
+)
 from transforms.privacy import flag_matches, subject_values
 from transforms.routing import kafka_rows_from_dead_letters
 
@@ -425,11 +431,14 @@ def _dead_letters_of(
             .distinct()
             .localCheckpoint(eager=True)
         )
-        unchecked = F.col(ERROR_CLASS).isNotNull() & ~F.col(FORGOTTEN)
+        # a value that did not decode may be anyone's; a tombstone (no value) holds only its
+        # key, which names a subject only with key_is_subject (and was then checked)
+        unchecked = (
+            F.col(ERROR_CLASS).isNotNull() & ~F.col(FORGOTTEN) & F.col(KAFKA_VALUE).isNotNull()
+        )
         if keyed:
             unchecked &= F.col(KAFKA_KEY).isNull()
         unverifiable = rows.where(unchecked).count()
-    # dead letters with neither value nor key hold nothing of anyone: never counted
     return doomed, int(unverifiable)
 
 
