@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyarrow import fs
@@ -46,11 +47,11 @@ from pyspark.sql import functions as F
 
 from etl.config import PipelineSettings, Settings
 from etl.exceptions import ConfigError, ErasureError
-from etl.formats import CommitInfo, TableSink, table_format
+from etl.formats import CommitInfo, TableSink, side_table, table_format
 from etl.formats.base import EraseOutcome, TableMaintenance
 from etl.maintenance import first_line
-from etl.pipeline import Pipeline, build_pipeline, pipeline_tables
-from etl.privacy import ForgetList, build_forget_list, forget_query_id, table_of
+from etl.pipeline import Pipeline, build_pipeline, pipeline_tables, utc_now
+from etl.privacy import ForgetList, build_forget_list, forget_query_id
 from etl.verify import ScanResult, scan_location
 from transforms.columns import (
     ERROR_CLASS,
@@ -125,7 +126,8 @@ def read_subjects(path: str) -> list[str]:
             message names the line, never a value.
     """
     try:
-        files, inner = fs.FileSystem.from_uri(path if "://" in path else f"file://{_abs(path)}")
+        uri = path if "://" in path else Path(path).absolute().as_uri()
+        files, inner = fs.FileSystem.from_uri(uri)
         with files.open_input_stream(inner) as stream:
             data = stream.read()
     except (OSError, ValueError) as err:
@@ -150,13 +152,6 @@ def read_subjects(path: str) -> list[str]:
     if not values:
         raise ErasureError(f"--subjects-file {path}: expected one value per line, found none")
     return values
-
-
-def _abs(path: str) -> str:
-    """An absolute local path."""
-    import os
-
-    return os.path.abspath(path)
 
 
 @dataclass(frozen=True)
@@ -258,18 +253,13 @@ class _Target:
     doomed: Callable[[SparkSession, DataFrame], tuple[DataFrame, int]]
 
 
-def _utc_now() -> dt.datetime:
-    """The current time in UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
 def erase(
     spark: SparkSession,
     settings: Settings,
     names: Sequence[str],
     request: ErasureRequest,
     *,
-    clock: Callable[[], dt.datetime] = _utc_now,
+    clock: Callable[[], dt.datetime] = utc_now,
     rounds: int = MAX_ROUNDS,
     filesystem: fs.FileSystem | None = None,
 ) -> RequestAudit:
@@ -631,7 +621,7 @@ def write_audit(spark: SparkSession, pipeline: PipelineSettings, records: list[T
     if not records:
         return
     audit = pipeline.erasure_audit
-    sink = table_of(pipeline, audit.table, audit.location)
+    sink = side_table(pipeline.sink.format, audit)
     rows = spark.createDataFrame([r.as_row() for r in records], AUDIT_SCHEMA)
     first = records[0]
     try:

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from etl.config import PipelineSettings, TableFormat
+from etl.config import PipelineSettings
 from etl.exceptions import MaintenanceError
-from etl.formats import CommitInfo, TableSpec, load_sink, table_format
+from etl.formats import CommitInfo, side_table, table_format
 from etl.formats.base import (
     CARRIED_PREFIX,
     QUERY_ID_KEY,
@@ -43,8 +43,7 @@ from etl.formats.base import (
     TaskOutcome,
     format_at,
 )
-from etl.paths import local_uri
-from etl.pipeline import pipeline_tables
+from etl.pipeline import pipeline_tables, utc_now
 from transforms.history import COMMITTED_AT, needed_commits
 
 if TYPE_CHECKING:
@@ -132,11 +131,6 @@ class Retry:
     backoff_s: float = 5.0
 
 
-def _utc_now() -> dt.datetime:
-    """The current time in UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
 def run_maintenance(
     spark: SparkSession,
     pipeline: PipelineSettings,
@@ -146,7 +140,7 @@ def run_maintenance(
     dry_run: bool = False,
     run_id: str | None = None,
     retry: Retry = Retry(),
-    clock: Callable[[], dt.datetime] = _utc_now,
+    clock: Callable[[], dt.datetime] = utc_now,
 ) -> list[RunRecord]:
     """Runs maintenance tasks on a pipeline's table and dead-letter table.
 
@@ -360,15 +354,7 @@ def write_log(
     if not records:
         return
     log_table = pipeline.maintenance_log
-    fmt: TableFormat = pipeline.sink.format
-    sink = load_sink(
-        fmt,
-        TableSpec(
-            log_table.table,
-            evolve=False,
-            location=local_uri(log_table.location) if log_table.location else None,
-        ),
-    )
+    sink = side_table(pipeline.sink.format, log_table)
     rows = spark.createDataFrame([r.as_row() for r in records], LOG_SCHEMA)
     try:
         sink.prepare(spark, rows.schema)

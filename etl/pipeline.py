@@ -42,7 +42,7 @@ _QUERY_ID_PROPERTY = "sql.streaming.queryId"
 DEAD_LETTER_PARTITIONING = (PartitionField("ingested_at", PartitionTransform.DAY),)
 
 
-def _utc_now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     """The current time in UTC."""
     return dt.datetime.now(dt.UTC)
 
@@ -73,7 +73,7 @@ class Pipeline:
     name: str
     decoder: BatchDecoder
     committer: BatchCommitter
-    clock: Callable[[], dt.datetime] = _utc_now
+    clock: Callable[[], dt.datetime] = utc_now
     # called with each batch's result (the benchmarks time batches through it)
     on_result: Callable[[BatchResult], None] | None = None
     last: BatchResult | None = None

@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from etl.config import AwsSettings, PipelineSettings, PrivacySettings, TableFormat
+from etl.config import AwsSettings, PipelineSettings, PrivacySettings
 from etl.exceptions import ConfigError
-from etl.formats import CommitInfo, TableSink, TableSpec, load_sink
-from etl.paths import local_uri
+from etl.formats import CommitInfo, TableSink, side_table
 from etl.secrets import privacy_salt
 from transforms.columns import FORGOTTEN, KAFKA_KEY
 from transforms.privacy import SUBJECT_HASH, keyed_hash, mark_forgotten, subject_hash
@@ -90,15 +89,6 @@ class ForgetList:
         return True
 
 
-def table_of(pipeline: PipelineSettings, settings_table: str, location: str | None) -> TableSink:
-    """A fixed-schema table of the pipeline's format (forget list, audit)."""
-    fmt: TableFormat = pipeline.sink.format
-    return load_sink(
-        fmt,
-        TableSpec(settings_table, evolve=False, location=local_uri(location) if location else None),
-    )
-
-
 def build_forget_list(pipeline: PipelineSettings, aws: AwsSettings) -> ForgetList | None:
     """The pipeline's forget list, or None without a ``privacy`` section.
 
@@ -110,7 +100,7 @@ def build_forget_list(pipeline: PipelineSettings, aws: AwsSettings) -> ForgetLis
         return None
     forget = pipeline.forget_list
     salt = privacy_salt(privacy, endpoint_url=aws.endpoint_url, region=aws.region)
-    return ForgetList(table_of(pipeline, forget.table, forget.location), privacy, salt)
+    return ForgetList(side_table(pipeline.sink.format, forget), privacy, salt)
 
 
 def check_subject_fields(pipeline: PipelineSettings, name: str, reader_schema: str) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from etl.config import Settings, TableFormat
+from etl.config import Settings, TableFormat, TableSettings
 from etl.exceptions import ConfigError, SinkError
 from etl.formats.base import CommitInfo, TableFormatSupport, TableSink, TableSpec
+from etl.paths import local_uri
 
 __all__ = [
     "CommitInfo",
@@ -21,6 +22,7 @@ __all__ = [
     "check_one_session",
     "formats_used",
     "load_sink",
+    "side_table",
     "table_format",
 ]
 
@@ -61,6 +63,13 @@ def table_format(table_format: TableFormat) -> TableFormatSupport:
 def load_sink(fmt: TableFormat, spec: TableSpec) -> TableSink:
     """Returns the sink of ``spec``'s table in a format."""
     return table_format(fmt).sink(spec)
+
+
+def side_table(fmt: TableFormat, table: TableSettings) -> TableSink:
+    """A pipeline's fixed-schema side table (maintenance log, forget list, erasure audit) in
+    the pipeline's format."""
+    location = local_uri(table.location) if table.location else None
+    return load_sink(fmt, TableSpec(table.table, evolve=False, location=location))
 
 
 def formats_used(settings: Settings, pipelines: Iterable[str] | None = None) -> list[TableFormat]:
