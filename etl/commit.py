@@ -14,7 +14,6 @@ counts. Counting is exact for any sink by construction:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -30,7 +29,8 @@ from pyspark.sql.observation import Observation
 
 from etl.decoding import DecodedBatch
 from etl.exceptions import ExpectationFailedError
-from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, TableSink
+from etl.formats.base import OFFSETS_KEY, READER_SCHEMA_KEY, CommitInfo, TableSink
+from etl.offsets import ranges_json
 from transforms.columns import DELETE_FLAG, ERROR_CLASS, FORGOTTEN, RESET_OFFSET
 from transforms.expectations import Action, Expectation, violation_counts, violation_key
 from transforms.routing import dead_letter_rows, table_rows
@@ -97,12 +97,15 @@ class BatchCommitter:
         """Commits the good rows to the table and the failed ones to the dead-letter table.
 
         A ``fail`` expectation is checked first (one more pass) so nothing is committed
-        when it is violated. The table commit carries the records read and the reader
-        schema; the dead-letter commit of the same batch carries every count.
+        when it is violated. Both commits carry the Kafka offsets read (lineage); the table
+        commit the records read and the reader schema; the dead-letter commit of the same
+        batch every count.
 
         Raises:
             ExpectationFailedError: A ``fail`` expectation was violated (nothing committed).
         """
+        if decoded.offsets:
+            commit = commit.with_extra(**{OFFSETS_KEY: ranges_json(decoded.offsets)})
         counts, committed = self.commit_table(decoded, commit)
         written = decoded.read - counts.dead - counts.forgotten
         if counts.dead:
@@ -118,9 +121,7 @@ class BatchCommitter:
                     pipeline=self.pipeline, batch_id=commit.batch_id, ingested_at=ingested_at
                 )
             )
-            committed |= self._append(
-                self.dead_letter, rows, dataclasses.replace(commit, extra=extra)
-            )
+            committed |= self._append(self.dead_letter, rows, commit.with_extra(**extra))
         return BatchResult(
             commit.batch_id,
             decoded.read,

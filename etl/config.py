@@ -89,6 +89,11 @@ class KafkaAuth(_Model):
         return self
 
 
+# Kafka's legal group ids are any string; MSK emits lag metrics only for ASCII ones without ':'
+CONSUMER_GROUP_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
+DEFAULT_GROUP_PREFIX = "streaming-etl."
+
+
 class SourceSettings(_Model):
     """The Kafka source of one pipeline (Spark's Kafka source options, typed)."""
 
@@ -104,6 +109,16 @@ class SourceSettings(_Model):
     auth: KafkaAuth = KafkaAuth()
     # extra options passed through as-is (e.g. "kafka.request.timeout.ms")
     options: dict[str, str] = Field(default_factory=dict)
+    # after each committed batch its end offsets are committed to this Kafka consumer group,
+    # so kafka-consumer-groups, Burrow and MSK's lag metrics see the stream (Spark's source
+    # itself commits none); default: streaming-etl.<pipeline>. MSK reports lag only for
+    # ASCII names without ':'
+    consumer_group: str | None = Field(default=None, pattern=CONSUMER_GROUP_PATTERN)
+    commit_offsets: bool = True
+
+    def group_id(self, pipeline: str) -> str:
+        """The consumer group this pipeline's offsets are committed to."""
+        return self.consumer_group or f"{DEFAULT_GROUP_PREFIX}{pipeline}"
 
     @model_validator(mode="after")
     def _one_subscription(self) -> SourceSettings:

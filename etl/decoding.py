@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
 from etl.config import DecodeSettings
 from etl.exceptions import ConfigError
+from etl.offsets import OffsetRange
 from etl.registry import SchemaResolver
 from transforms.columns import COMPRESSION, DELETE_FLAG, SCHEMA_KEY
 from transforms.decode import INFLATE_ZLIB_FUNCTION, decode_avro, inflate_zlib
@@ -27,7 +29,7 @@ from transforms.routing import flatten_decoded
 from transforms.schema_evolution import ReaderSchema
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class DecodedBatch:
     rows: DataFrame
     read: int
     reader_schema: str
+    # the offsets of the records read, per topic partition (lowest, highest + 1)
+    offsets: tuple[OffsetRange, ...] = ()
 
 
 @dataclass
@@ -93,9 +97,18 @@ class BatchDecoder:
                 parse_frame(wire_format=decode.wire_format, max_value_bytes=decode.max_value_bytes)
             )
             # one small job: the distinct schema ids (bad frames have none), whether any body
-            # is compressed, and the total
-            per_key = framed.groupBy(SCHEMA_KEY, COMPRESSION).count().collect()
+            # is compressed, the total, and the offsets read per topic partition
+            per_key = (
+                framed.groupBy(SCHEMA_KEY, COMPRESSION, "topic", "partition")
+                .agg(
+                    F.count(F.lit(1)).alias("count"),
+                    F.min("offset").alias("first"),
+                    F.max("offset").alias("last"),
+                )
+                .collect()
+            )
             read = sum(int(row["count"]) for row in per_key)
+            offsets = _offsets_read(per_key)
             keys = {bytes(row[0]) for row in per_key if row[0] is not None}
             writers = self.resolver.resolve(
                 schema_id_of_key(decode.wire_format, key) for key in sorted(keys)
@@ -134,7 +147,7 @@ class BatchDecoder:
                 )
             if cache_rows:
                 rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
-            yield DecodedBatch(rows, read, reader_schema)
+            yield DecodedBatch(rows, read, reader_schema, offsets)
         finally:
             if rows is not None and cache_rows:
                 rows.unpersist()
@@ -187,3 +200,14 @@ class BatchDecoder:
                 ) from err
 
         return _run
+
+
+def _offsets_read(per_key: list[Row]) -> tuple[OffsetRange, ...]:
+    """Per topic partition, the lowest offset read and the highest + 1."""
+    bounds: dict[tuple[str, int], tuple[int, int]] = {}
+    for row in per_key:
+        key = (str(row["topic"]), int(row["partition"]))
+        first, last = int(row["first"]), int(row["last"])
+        low, high = bounds.get(key, (first, last))
+        bounds[key] = (min(low, first), max(high, last))
+    return tuple(OffsetRange(t, p, low, high + 1) for (t, p), (low, high) in sorted(bounds.items()))

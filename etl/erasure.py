@@ -49,7 +49,7 @@ from etl.config import PipelineSettings, Settings
 from etl.exceptions import ConfigError, ErasureError
 from etl.formats import CommitInfo, TableSink, side_table, table_format
 from etl.formats.base import EraseOutcome, TableMaintenance
-from etl.maintenance import first_line
+from etl.logs import first_line
 from etl.pipeline import Pipeline, build_pipeline, pipeline_tables, utc_now
 from etl.privacy import ForgetList, build_forget_list, forget_query_id
 from etl.verify import ScanResult, scan_location

@@ -43,6 +43,7 @@ from etl.formats.base import (
     TaskOutcome,
     format_at,
 )
+from etl.logs import first_line
 from etl.pipeline import pipeline_tables, utc_now
 from transforms.history import COMMITTED_AT, needed_commits
 
@@ -330,17 +331,6 @@ def keep_from(spark: SparkSession, sink: TableSink) -> dt.datetime | None:
     found: dt.datetime = row[0]
     # Spark hands timestamps back as naive local times, which astimezone reads as such
     return found.astimezone(dt.UTC)
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an error (a JVM error's own, not py4j's "error occurred while"), for
-    records that must stay one line."""
-    java = getattr(err, "java_exception", None)
-    if java is not None:
-        text = str(java.toString()).strip()
-        return text.splitlines()[0] if text else type(err).__name__
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def write_log(

@@ -8,21 +8,26 @@ load: ``BatchDecoder.decode`` (frame, resolve, decode, check; ``etl.decoding``) 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from etl import logs
 from etl.commit import BatchCommitter, BatchResult
 from etl.config import PartitionField, PartitionTransform, PipelineSettings, Settings, WriteMode
 from etl.decoding import BatchDecoder
 from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
+from etl.logs import first_line
+from etl.offsets import ConsumerGroup, OffsetRange, admin_config, planned_ranges
 from etl.paths import local_uri
 from etl.privacy import build_forget_list, check_subject_fields
 from etl.registry import build_resolver
@@ -32,7 +37,7 @@ from transforms.upsert import mark_changes
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.streaming.query import StreamingQuery
+    from pyspark.sql.streaming.query import StreamingQuery, StreamingQueryManager
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,54 @@ class Totals:
         self.forgotten += result.forgotten
 
 
+def _set_event() -> threading.Event:
+    """An event that starts set."""
+    event = threading.Event()
+    event.set()
+    return event
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """What one batch did: the JSON progress line the ingest job logs per batch."""
+
+    pipeline: str
+    query_id: str
+    result: BatchResult
+    # Spark's planned offsets of the batch (or, if unreadable, those of its rows)
+    offsets: tuple[OffsetRange, ...]
+    # the consumer group the end offsets went to; None when not committed (disabled, failed)
+    group: str | None
+    # records behind each partition's latest offset after this batch; None if not measured
+    lag: Mapping[str, int] | None
+    decode_s: float
+    write_s: float
+    offsets_s: float
+
+    def fields(self) -> dict[str, Any]:
+        """The progress as one flat JSON-able mapping."""
+        result = self.result
+        return {
+            "pipeline": self.pipeline,
+            "query_id": self.query_id,
+            "batch_id": result.batch_id,
+            "committed": result.committed,
+            "read": result.read,
+            "written": result.written,
+            "dead_lettered": result.dead_lettered,
+            "forgotten": result.forgotten,
+            "violations": dict(result.violations),
+            "offsets": [dataclasses.asdict(r) for r in self.offsets],
+            "consumer_group": self.group,
+            "lag": None if self.lag is None else sum(self.lag.values()),
+            "lag_by_partition": None if self.lag is None else dict(self.lag),
+            "decode_s": round(self.decode_s, 3),
+            "write_s": round(self.write_s, 3),
+            "offsets_s": round(self.offsets_s, 3),
+            "seconds": round(result.seconds, 3),
+        }
+
+
 @dataclass
 class Pipeline:
     """The foreachBatch function of one pipeline."""
@@ -76,14 +129,24 @@ class Pipeline:
     clock: Callable[[], dt.datetime] = utc_now
     # called with each batch's result (the benchmarks time batches through it)
     on_result: Callable[[BatchResult], None] | None = None
+    # commits each batch's end offsets to the pipeline's consumer group and measures the lag
+    # (None: neither, e.g. a pipeline driven batch by batch in tests)
+    group: ConsumerGroup | None = None
+    # the query manager of the session that started the query: Spark's planned offsets of
+    # the running batch are read through it (the batch's own session is a clone without it)
+    streams: StreamingQueryManager | None = None
     last: BatchResult | None = None
+    last_progress: BatchProgress | None = None
     totals: Totals = field(default_factory=Totals)
+    # set while no batch of this pipeline runs (a graceful stop waits for it)
+    _idle: threading.Event = field(default_factory=_set_event, repr=False)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         """Processes one micro-batch (called by Spark's foreachBatch)."""
         query_id = batch.sparkSession.sparkContext.getLocalProperty(_QUERY_ID_PROPERTY)
         if not query_id:
             raise RuntimeError(f"{self.name}: batch {batch_id} runs outside a streaming query")
+        self._idle.clear()
         try:
             self.process(batch, batch_id, query_id=query_id)
         except Exception as err:
@@ -91,9 +154,18 @@ class Pipeline:
             # the cause plainly here, where it is known
             log.error("%s: batch %d failed, nothing committed: %s", self.name, batch_id, err)
             raise
+        finally:
+            self._idle.set()
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Waits until no batch of this pipeline runs; False if the timeout passed first."""
+        return self._idle.wait(timeout_s)
 
     def process(self, batch: DataFrame, batch_id: int, *, query_id: str) -> BatchResult:
         """Decodes one batch of Kafka records and commits it exactly once.
+
+        After the table commits, the batch's end offsets go to the consumer group (never
+        before: the group may lag the table, never lead it) and one progress line is logged.
 
         Args:
             batch: Rows from Spark's Kafka source.
@@ -110,14 +182,60 @@ class Pipeline:
         started = time.monotonic()
         commit = CommitInfo(self.name, query_id, batch_id)
         with self.decoder.decode(batch) as decoded:
+            decoded_at = time.monotonic()
             result = self.committer.commit(decoded, commit, ingested_at=self.clock())
-        result = BatchResult(**{**result.__dict__, "seconds": time.monotonic() - started})
+            rows_offsets = decoded.offsets
+        written_at = time.monotonic()
+        planned = planned_ranges(self.streams, query_id) if self.streams is not None else None
+        offsets = planned or rows_offsets
+        group, lag = self._report_offsets(batch.sparkSession, offsets, commit)
+        done = time.monotonic()
+        result = dataclasses.replace(result, seconds=done - started)
+        progress = BatchProgress(
+            self.name,
+            query_id,
+            result,
+            offsets,
+            group,
+            lag,
+            decode_s=decoded_at - started,
+            write_s=written_at - decoded_at,
+            offsets_s=done - written_at,
+        )
         self.last = result
+        self.last_progress = progress
         self.totals.add(result)
-        log.info("batch %s", json.dumps({"pipeline": self.name, **result.__dict__}))
+        fields = progress.fields()
+        log.info("batch %s", json.dumps(fields), extra={logs.EVENT: "batch", logs.FIELDS: fields})
         if self.on_result is not None:
             self.on_result(result)
         return result
+
+    def _report_offsets(
+        self, spark: SparkSession, offsets: tuple[OffsetRange, ...], commit: CommitInfo
+    ) -> tuple[str | None, dict[str, int] | None]:
+        """Commits the end offsets to the group and measures the lag (failures only logged:
+        the table commit stands, and the next batch commits newer offsets)."""
+        if self.group is None or not offsets:
+            return None, None
+        committed: str | None = None
+        if self.group.commit_enabled:
+            try:
+                self.group.commit(spark, offsets, note=f"{commit.query_id}/{commit.batch_id}")
+                committed = self.group.group
+            except Exception as err:
+                log.warning(
+                    "%s: batch %d: offsets not committed to group %s: %s",
+                    self.name,
+                    commit.batch_id,
+                    self.group.group,
+                    first_line(err),
+                )
+        try:
+            return committed, self.group.lag(spark, offsets)
+        except Exception as err:
+            log.warning("%s: batch %d: lag not measured: %s", self.name, commit.batch_id, err)
+            return committed, None
 
 
 def stored_reader_schema(table: TableSink, spark: SparkSession) -> str | None:
@@ -205,7 +323,7 @@ def start_pipeline(
 
     Returns:
         The running query and its pipeline (whose ``last`` / ``totals`` fill as batches
-        commit).
+        commit; its ``group`` commits the offsets, close it when the query has stopped).
     """
     source = settings.pipeline(name)
     pipeline = pipeline or build_pipeline(settings, name)
@@ -215,6 +333,13 @@ def start_pipeline(
             scram_credentials, endpoint_url=settings.aws.endpoint_url, region=settings.aws.region
         ),
     )
+    pipeline.streams = spark.streams
+    if pipeline.group is None:
+        pipeline.group = ConsumerGroup(
+            source.source.group_id(name),
+            admin_config(options, client_id=f"{settings.spark.app_name}-{name}-offsets"),
+            commit_enabled=source.source.commit_offsets,
+        )
     stream = spark.readStream.format("kafka").options(**options).load()
     writer = (
         stream.writeStream.queryName(name)

@@ -10,15 +10,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 from etl import logs
 from etl.config import load_settings
 from etl.exceptions import EtlError
 from etl.formats import formats_used
-from etl.pipeline import start_pipeline
+from etl.pipeline import Pipeline, start_pipeline
+from etl.shutdown import GracefulStop
 from etl.spark import build_spark
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming.query import StreamingQuery
+
 log = logging.getLogger("jobs.ingest")
+
+# how often the main thread looks up from waiting (a stop request is acted on this quickly)
+_POLL_S = 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pipeline to run (repeatable); default: every pipeline in the file",
     )
     parser.add_argument("--log-level", default="INFO", help="this project's log level")
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in logs.LogFormat],
+        default=logs.LogFormat.AUTO.value,
+        help="text, json (one object per line; a progress line per batch), or auto: text on "
+        "a terminal, json otherwise (default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         argv: Command-line arguments (without the program name); ``sys.argv[1:]`` if None.
 
     Returns:
-        0 when every query finished (``available_now``) or was stopped cleanly, 1 on error.
+        0 when every query finished (``available_now``) or was stopped by SIGTERM / SIGINT
+        between batches, 1 on error; a second signal exits at once with 128 + its number.
     """
     args = parse_args(argv)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, args.log_format)
+    stop = GracefulStop()
     try:
         settings = load_settings(args.conf)
         names = args.pipelines or sorted(settings.pipelines)
@@ -58,36 +77,52 @@ def main(argv: list[str] | None = None) -> int:
         spark.sparkContext.setLogLevel("WARN")
         # a query this session ran before (in-process callers, tests) must not end the wait
         spark.streams.resetTerminated()
-        queries = [start_pipeline(spark, settings, name)[0] for name in names]
+        if threading.current_thread() is threading.main_thread():
+            stop.install()
+        running = [start_pipeline(spark, settings, name) for name in names]
         try:
-            # one failed pipeline stops the job (the others restart from their checkpoints)
-            while any(query.isActive for query in queries):
-                spark.streams.awaitAnyTermination()
-                spark.streams.resetTerminated()
-            # a query that failed after the last wait returned is reported too
-            for query in queries:
-                error = query.exception()
-                if error is not None:
-                    raise error
+            _await(spark, running, stop)
         finally:
-            for query in queries:
+            for query, pipeline in running:
                 if query.isActive:
                     query.stop()
-        log.info("pipelines finished: %s", ", ".join(names))
+                if pipeline.group is not None:
+                    pipeline.group.close()
+        if stop.requested.is_set():
+            log.info("pipelines stopped on request: %s", ", ".join(names))
+        else:
+            log.info("pipelines finished: %s", ", ".join(names))
     except EtlError as err:
         log.error("%s", err)
         return 1
     except Exception as err:  # a failed query surfaces as StreamingQueryException
-        log.error("ingest failed: %s", _first_line(err))
+        log.error("ingest failed: %s", logs.first_line(err))
         log.debug("ingest failed", exc_info=True)
         return 1
+    finally:
+        stop.restore()
     return 0
 
 
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an error, for a one-line log."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def _await(
+    spark: SparkSession, running: list[tuple[StreamingQuery, Pipeline]], stop: GracefulStop
+) -> None:
+    """Waits until every query finished or a stop was asked for (then stops them between
+    batches); raises the error of a failed query (one failed pipeline stops the job, the
+    others restart from their checkpoints)."""
+    queries = [query for query, _ in running]
+    while any(query.isActive for query in queries):
+        if stop.requested.is_set():
+            stop.stop(running)
+            break
+        # short waits: the signal handler runs in this thread between them
+        spark.streams.awaitAnyTermination(_POLL_S)
+        spark.streams.resetTerminated()
+    # a query that failed after the last wait returned is reported too
+    for query in queries:
+        error = query.exception()
+        if error is not None:
+            raise error
 
 
 if __name__ == "__main__":

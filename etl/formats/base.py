@@ -43,6 +43,8 @@ QUERY_ID_KEY = "etl.query-id"
 BATCH_ID_KEY = "etl.batch-id"
 # the reader schema the batch was decoded with: a restarted job evolves on from it
 READER_SCHEMA_KEY = "etl.reader-schema"
+# the Kafka offsets the commit holds (etl.offsets.ranges_json): which commit holds an offset
+OFFSETS_KEY = "etl.kafka.offsets"
 # a commit that is not a batch (a GDPR erasure) carries each query's latest batch id forward
 # as ``etl.carried.<query id>``, so the history before it can be dropped without losing what
 # the replay check reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,6 +27,36 @@ def independent_arrow(fmt: TableFormat, table: TableSink, warehouse: Path) -> pa
     from hudi import HudiTable
 
     return pa.Table.from_batches(HudiTable(location_path(table)).read())
+
+
+def commit_properties(fmt: TableFormat, table: TableSink, warehouse: Path) -> list[dict[str, str]]:
+    """The commit metadata of each commit carrying ours (etl.*), oldest first, as pyiceberg
+    (snapshot summaries), delta-rs (commit userMetadata) or hudi-rs (instant metadata) read it."""
+    found: list[dict[str, str]] = []
+    if fmt is TableFormat.ICEBERG:
+        from pyiceberg.table import StaticTable
+
+        _, namespace, name = table.name.split(".")
+        metadata = warehouse / namespace / name / "metadata"
+        version = (metadata / "version-hint.text").read_text().strip()
+        static = StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json"))
+        for snapshot in static.snapshots():
+            assert snapshot.summary is not None
+            found.append(dict(snapshot.summary.additional_properties))
+    elif fmt is TableFormat.DELTA:
+        from deltalake import DeltaTable
+
+        history = sorted(DeltaTable(location_path(table)).history(), key=lambda c: c["version"])
+        found = [json.loads(c["userMetadata"]) for c in history if c.get("userMetadata")]
+    else:
+        from hudi import HudiTable
+
+        timeline = HudiTable(location_path(table)).get_timeline()
+        instants = timeline.get_completed_commits() + timeline.get_completed_deltacommits()
+        for instant in sorted(instants, key=lambda i: i.timestamp):
+            metadata = json.loads(timeline.get_instant_metadata_in_json(instant))
+            found.append(dict(metadata.get("extraMetadata") or {}))
+    return [props for props in found if any(k.startswith("etl.") for k in props)]
 
 
 def location_path(table: TableSink) -> str:

@@ -29,11 +29,13 @@ from devtools.wire import avro_body
 from etl.config import Settings, TableFormat
 from etl.erasure import ErasureRequest, RequestAudit, Status, erase, table_location
 from etl.exceptions import ConfigError
+from etl.formats import TableSink
+from etl.formats.base import BATCH_ID_KEY, OFFSETS_KEY
 from etl.pipeline import Pipeline, build_pipeline, pipeline_tables
 from etl.privacy import build_forget_list
 from etl.verify import scan_location
 from tests.conftest import REPO, catalog_block
-from tests.formats.readers import independent_arrow
+from tests.formats.readers import commit_properties, independent_arrow
 
 SALT = "a-test-salt-of-32-bytes-0123456789"
 KAFKA = (
@@ -185,12 +187,34 @@ def _by_role(audit: RequestAudit) -> dict[str, Any]:
     return {t.role: t for t in audit.tables}
 
 
+def _assert_lineage(shop: Shop, table: TableSink, dead_letter: TableSink, rows: list[Any]) -> None:
+    """Offset lineage (issue-independent of erasure, checked here on the tables this fixture
+    already built for every format): each batch commit of the table and the dead-letter table
+    records the Kafka offsets of its batch, as the format's own reader reads them back, and
+    every row's offset lies in the range of a commit."""
+    expected = {}
+    for number, batch in enumerate(shop.batches[:3]):
+        offsets = [r["offset"] for r in batch.select("offset").collect()]
+        expected[str(number)] = [
+            {"topic": "t", "partition": 0, "start": min(offsets), "end": max(offsets) + 1}
+        ]
+    for sink, batches in ((table, {"0", "1", "2"}), (dead_letter, {"0"})):
+        commits = [
+            p for p in commit_properties(shop.fmt, sink, shop.warehouse) if OFFSETS_KEY in p
+        ]
+        lineage = {p[BATCH_ID_KEY]: json.loads(p[OFFSETS_KEY]) for p in commits}
+        assert lineage == {b: expected[b] for b in batches}, sink.name
+    spans = [(r["start"], r["end"]) for ranges in expected.values() for r in ranges]
+    assert all(any(a <= r["_kafka_offset"] < b for a, b in spans) for r in rows)
+
+
 def test_erase_deletes_verifies_and_keeps_the_stream_exact(
     shop: Shop, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     table, dead_letter = pipeline_tables(shop.settings.pipeline(shop.name))
     before = shop.rows()
     assert {r["customer_email"] for r in before} >= set(SUBJECTS)
+    _assert_lineage(shop, table, dead_letter, before)
     # a file holding a subject before the erasure, kept aside to plant later
     location = Path(table_location(shop.spark, table).removeprefix("file:").removeprefix("//"))
     held = [f for f in scan_location(str(location), SUBJECTS).hits if f.endswith(".parquet")]

@@ -244,7 +244,6 @@ KILL_ANCHORS = ("start", "start", "start", "commit", "commit")
 INITIAL_RECORDS = 6000
 RECORDS_BETWEEN_KILLS = 250
 FIRST_BATCH_TIMEOUT_S = 90.0
-BATCH_LOG_MARKER = "INFO etl.pipeline: batch "
 
 
 @dataclass(frozen=True)
@@ -285,22 +284,25 @@ class Kill:
 
 
 def _logged_batches(log: Path) -> list[dict[str, Any]]:
-    """The batch results a run logged (complete lines only: a SIGKILL can cut the last one)."""
+    """The batch progress lines a run logged (--log-format json; complete lines only: a
+    SIGKILL can cut the last one)."""
     batches = []
     for line in log.read_text(errors="replace").splitlines():
-        _, marker, payload = line.partition(BATCH_LOG_MARKER)
-        if marker:
-            try:
-                batches.append(json.loads(payload))
-            except json.JSONDecodeError:
-                continue
+        if not line.startswith("{"):
+            continue  # the JVM's own output
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("event") == "batch":
+            batches.append(entry)
     return batches
 
 
 def _start_job(conf: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobs.ingest", "--conf", str(conf)],
+            [sys.executable, "-m", "jobs.ingest", "--conf", str(conf), "--log-format", "json"],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
