@@ -56,6 +56,8 @@ def parse_ranges(text: str) -> tuple[OffsetRange, ...]:
     """
     try:
         items = json.loads(text)
+        if not isinstance(items, list):
+            raise TypeError(type(items).__name__)
         return tuple(
             OffsetRange(str(i["topic"]), int(i["partition"]), i["start"], int(i["end"]))
             for i in items
