@@ -32,7 +32,7 @@ from devtools.devstack.stack import LocalStack
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
 from etl import logs
-from etl.config import load_settings
+from etl.config import SourceSettings, load_settings
 from etl.registry import read_avsc
 from transforms.columns import KAFKA_OFFSET, KAFKA_PARTITION
 
@@ -259,7 +259,9 @@ def _report(conf: str, name: str) -> None:
         "committed_at",
         props["etl.batch-id"].alias("batch_id"),
         props["etl.records-read"].alias("records_read"),
+        props["etl.kafka.offsets"].alias("kafka_offsets"),
     ).where(F.col("batch_id").isNotNull()).orderBy("committed_at").show(truncate=False)
+    _report_group(pipeline.source, name)
     ids = ["o-0", "o-1", f"o-{UPDATES}", f"o-{UPDATES + 1}"]
     rows.where(F.col("order_id").isin(ids)).select(
         "order_id", "status", "updated_ts", "amount", KAFKA_PARTITION, KAFKA_OFFSET
@@ -268,6 +270,25 @@ def _report(conf: str, name: str) -> None:
     dead_letter.read(spark).groupBy("error_class").agg(F.count("*").alias("records")).orderBy(
         "error_class"
     ).show(truncate=False)
+
+
+def _report_group(source: SourceSettings, name: str) -> None:
+    """Prints the pipeline's consumer group as Kafka sees it: committed offsets and lag."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = source.group_id(name)
+    consumer = Consumer({"bootstrap.servers": source.bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(TOPIC, timeout=30).topics[TOPIC].partitions
+        committed = consumer.committed([TopicPartition(TOPIC, p) for p in partitions], timeout=30)
+        lag = 0
+        for tp in committed:
+            _, high = consumer.get_watermark_offsets(tp, timeout=30)
+            lag += high - max(tp.offset, 0)
+    finally:
+        consumer.close()
+    offsets = {tp.partition: tp.offset for tp in committed}
+    print(f"== {name}: consumer group {group}: committed offsets {offsets}, lag {lag}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 from pyspark.sql import SparkSession
 
 from devtools.producer import glue_frames, produce, register_schema
@@ -203,6 +204,17 @@ def test_secrets_stay_out_of_logs_tables_and_checkpoints(
     logs = run.stdout + run.stderr
     assert run.returncode == 0, logs[-3000:]
     assert '"written": 10, "dead_lettered": 1' in logs  # the job really ran and logged
+    # the batch's end offsets went to the pipeline's consumer group over the source's own
+    # SCRAM auth (the broker's SCRAM listener refuses anything else)
+    assert '"consumer_group": "streaming-etl.secrets"' in logs
+    consumer = Consumer(
+        {**local_stack.info.kafka_config(scram=True), "group.id": f"streaming-etl.{name}"}
+    )
+    try:
+        committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in committed] == [11]
     assert password not in logs
     assert aws_secret not in logs
     for path in [*checkpoint.rglob("*"), *(warehouse / "secrets").rglob("*")]:
