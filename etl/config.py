@@ -637,6 +637,99 @@ class PipelineSettings(_Model):
         return value
 
 
+# AWS's pattern for an IAM role ARN (the one EMR Serverless and EventBridge Scheduler check)
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$"
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$")
+
+
+def _s3_uri(value: str) -> str:
+    """An ``s3://bucket[/key]`` URI, without a trailing slash."""
+    if not _S3_URI.match(value):
+        raise ValueError(f"expected an s3://bucket/prefix URI, found {value!r}")
+    return value.rstrip("/")
+
+
+class EmrDeploySettings(_Model):
+    """EMR on EC2: the running cluster the job's steps are added to."""
+
+    # Steps run one at a time unless the cluster's StepConcurrencyLevel is raised: with the
+    # default of 1 a step queued behind the ingest step (which never ends) never starts.
+    cluster_id: str = Field(pattern=r"^j-[0-9A-Z]+$")
+
+
+class EmrServerlessDeploySettings(_Model):
+    """EMR Serverless: the Spark application job runs start in, and the role they run as."""
+
+    application_id: str = Field(pattern=r"^[0-9a-z]{1,64}$")
+    execution_role_arn: str = Field(pattern=_ROLE_ARN)
+    # a packed virtualenv (venv-pack, Python 3.11 on Amazon Linux) holding the project's
+    # Python requirements, which EMR Serverless's own Python lacks; null: a custom image has them
+    python_archive: str | None = None
+    # where Spark's driver and executor logs go (null: EMR Serverless keeps them itself)
+    log_uri: str | None = None
+
+    @field_validator("python_archive", "log_uri")
+    @classmethod
+    def _uris(cls, value: str | None) -> str | None:
+        return None if value is None else _s3_uri(value)
+
+
+class GlueDeploySettings(_Model):
+    """AWS Glue: the jobs' role, version, capacity and network."""
+
+    # a role name or ARN; it needs the Glue service policy, the MSK, S3, Glue Data Catalog,
+    # Schema Registry and Secrets Manager permissions the jobs use
+    role: str = Field(min_length=1)
+    # the Glue version whose bundled Iceberg/Delta/Hudi the pipelines write with
+    glue_version: str = Field(default="5.0", pattern=r"^[0-9]+\.[0-9]+$")
+    # G.025X is for streaming jobs only: the batch jobs then get G.1X
+    worker_type: Literal["G.025X", "G.1X", "G.2X", "G.4X", "G.8X"] = "G.1X"
+    number_of_workers: int = Field(default=2, ge=2)
+    # Glue connections (e.g. a NETWORK connection in the MSK cluster's VPC), on every job
+    connections: list[str] = Field(default_factory=list)
+    # concurrent runs of a batch job (maintenance, erasure); further runs queue. The ingest
+    # jobs always allow one run: two would write through one checkpoint.
+    max_concurrent_runs: int = Field(default=1, ge=1)
+
+
+class SchedulerDeploySettings(_Model):
+    """EventBridge Scheduler: the schedules that start EMR Serverless maintenance job runs."""
+
+    # assumed by the scheduler: needs emr-serverless:StartJobRun on the application and
+    # iam:PassRole on its execution role
+    role_arn: str = Field(pattern=_ROLE_ARN)
+    # null: the account's `default` group
+    group_name: str | None = Field(default=None, pattern=r"^[0-9A-Za-z._-]{1,64}$")
+
+
+class DeploySettings(_Model):
+    """Where the built artefacts are uploaded and how each target is reached
+    (``python -m jobs.deploy``); a target whose section is missing is not rendered."""
+
+    # the S3 prefix the wheel, the settings file, the job scripts and the jars are uploaded to
+    artifacts: str
+    # put before every job, trigger and schedule name (one account, several environments)
+    name_prefix: str = Field(default="", max_length=24, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    emr: EmrDeploySettings | None = None
+    emr_serverless: EmrServerlessDeploySettings | None = None
+    glue: GlueDeploySettings | None = None
+    scheduler: SchedulerDeploySettings | None = None
+
+    @field_validator("artifacts")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _s3_uri(value)
+
+    @model_validator(mode="after")
+    def _scheduler_has_a_target(self) -> DeploySettings:
+        if self.scheduler is not None and self.emr_serverless is None:
+            raise ValueError(
+                "`scheduler` schedules EMR Serverless job runs: it needs an `emr_serverless` "
+                "section (found none)"
+            )
+        return self
+
+
 class SparkSettings(_Model):
     """Spark session settings; the platform's own (EMR, Glue) win where it sets them."""
 
@@ -722,6 +815,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     registry: RegistrySettings = RegistrySettings()
     pipelines: Annotated[dict[str, PipelineSettings], Field(min_length=1)]
+    # how the jobs are deployed (python -m jobs.deploy); the jobs themselves never read it
+    deploy: DeploySettings | None = None
 
     @field_validator("pipelines")
     @classmethod

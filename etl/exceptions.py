@@ -57,3 +57,8 @@ class MaintenanceError(EtlError):
 
 class ErasureError(EtlError):
     """An erasure request is invalid, or a table could not be erased or verified clean."""
+
+
+class DeployError(ConfigError):
+    """A deployment target cannot be rendered from the settings: its ``deploy`` section is
+    missing, or a setting does not fit the target (the message names the key)."""

@@ -107,6 +107,8 @@ LOCAL_ORDERS: dict[str, Any] = {
         "max_trigger_delay": None,
         "min_partitions": None,
         "fail_on_data_loss": True,
+        "consumer_group": None,
+        "commit_offsets": True,
         "auth": AUTH_DEFAULTS,
         "options": {},
     },
@@ -192,6 +194,7 @@ def test_load_settings_local_yaml_parses_every_value() -> None:
             f".checkpoints/{name}",
         )
 
+    assert dumped.pop("deploy") is None
     assert dumped == {
         "spark": {
             "app_name": "streaming-etl-local",
@@ -252,6 +255,22 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
             "clustering_commits": 10,
         },
     }
+    assert dumped.pop("deploy") == {
+        "artifacts": "s3://my-artifacts/streaming-etl/0.1.0",
+        "name_prefix": "",
+        "emr": {"cluster_id": "j-2AXXXXXXGAPLF"},
+        "emr_serverless": {
+            "application_id": "00fabcdexample0x",
+            "execution_role_arn": "arn:aws:iam::123456789012:role/streaming-etl-emr-serverless",
+            "python_archive": "s3://my-artifacts/streaming-etl/0.1.0/pyspark_venv.tar.gz",
+            "log_uri": "s3://my-lake/logs/emr-serverless",
+        },
+        "glue": None,
+        "scheduler": {
+            "role_arn": "arn:aws:iam::123456789012:role/streaming-etl-scheduler",
+            "group_name": "streaming-etl",
+        },
+    }
     assert dumped == {
         "spark": {
             "app_name": "streaming-etl",
@@ -287,6 +306,8 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     "max_trigger_delay": None,
                     "min_partitions": None,
                     "fail_on_data_loss": True,
+                    "consumer_group": None,
+                    "commit_offsets": True,
                     "auth": {**AUTH_DEFAULTS, "mode": "iam"},
                     "options": {"kafka.request.timeout.ms": "60000"},
                 },
@@ -332,6 +353,8 @@ def test_load_settings_emr_yaml_two_msk_iam_pipelines_on_glue_catalog() -> None:
                     "max_trigger_delay": "5m",
                     "min_partitions": None,
                     "fail_on_data_loss": True,
+                    "consumer_group": None,
+                    "commit_offsets": True,
                     "auth": {
                         **AUTH_DEFAULTS,
                         "mode": "iam",
@@ -380,6 +403,21 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
         "table": "crm.customers_dlq",
         "location": "s3://my-lake/delta/crm/customers_dlq",
     }
+    assert dumped.pop("deploy") == {
+        "artifacts": "s3://my-artifacts/streaming-etl/0.1.0",
+        "name_prefix": "",
+        "emr": None,
+        "emr_serverless": None,
+        "glue": {
+            "role": "streaming-etl-glue",
+            "glue_version": "5.0",
+            "worker_type": "G.1X",
+            "number_of_workers": 4,
+            "connections": ["msk-vpc"],
+            "max_concurrent_runs": 1,
+        },
+        "scheduler": None,
+    }
     assert dumped == {
         "spark": {
             "app_name": "streaming-etl-glue",
@@ -415,6 +453,8 @@ def test_load_settings_glue_yaml_msk_iam_pipeline_on_glue_catalog() -> None:
                     "max_trigger_delay": None,
                     "min_partitions": 96,
                     "fail_on_data_loss": True,
+                    "consumer_group": None,
+                    "commit_offsets": True,
                     "auth": {**AUTH_DEFAULTS, "mode": "iam"},
                     "options": {},
                 },
@@ -477,6 +517,8 @@ def test_load_settings_env_overrides_nested_auth_block() -> None:
         **LOCAL_ORDERS["source"],
         "max_offsets_per_trigger": 10,
         "fail_on_data_loss": False,
+        "consumer_group": None,
+        "commit_offsets": True,
         "auth": {**AUTH_DEFAULTS, "mode": "scram", "secret_id": "AmazonMSK_etl"},
     }
 
