@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 _KAFKA_PREFIX = "kafka."
 # how long one Admin call may take before the batch's offsets are reported uncommitted
 ADMIN_TIMEOUT_S = 30
+# every group with an open Admin client, so an embedding process can close them all
+_OPEN: weakref.WeakSet[ConsumerGroup] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, order=True)
@@ -138,7 +141,7 @@ def admin_config(source_options: Mapping[str, str], *, client_id: str) -> dict[s
     return config
 
 
-@dataclass
+@dataclass(eq=False)
 class ConsumerGroup:
     """Commits a pipeline's batch end offsets to its consumer group and measures the lag.
 
@@ -198,6 +201,7 @@ class ConsumerGroup:
             except Exception as err:  # the JVM may be gone at shutdown
                 log.debug("closing the admin client: %s", err)
             self._admin = None
+            _OPEN.discard(self)
 
     def _client(self, spark: SparkSession) -> tuple[Any, Any]:
         """The Admin client and the JVM view, made once."""
@@ -209,4 +213,12 @@ class ConsumerGroup:
                 props.setProperty(key, value)
             self._admin = jvm.org.apache.kafka.clients.admin.Admin.create(props)
             self._jvm = jvm
+            _OPEN.add(self)
         return self._admin, self._jvm
+
+
+def close_all() -> None:
+    """Closes every open Admin client (for callers that started queries without closing
+    their groups, e.g. a test session before its broker goes away)."""
+    for group in list(_OPEN):
+        group.close()

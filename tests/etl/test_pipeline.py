@@ -176,7 +176,13 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
     summary = spark.sql("SELECT summary FROM local.unit.mixed.snapshots").first()
     assert summary is not None
     assert summary[0]["added-records"] == "6"
-    batch = {"etl.pipeline": "mixed", "etl.query-id": "q1", "etl.batch-id": "0"}
+    batch = {
+        "etl.pipeline": "mixed",
+        "etl.query-id": "q1",
+        "etl.batch-id": "0",
+        # offset lineage: the Kafka offsets the commit holds (both tables' commits)
+        "etl.kafka.offsets": '[{"topic":"t","partition":0,"start":0,"end":8}]',
+    }
     assert {k: summary[0][k] for k in summary[0] if k.startswith("etl.")} == {
         **batch,
         "etl.records-read": "8",

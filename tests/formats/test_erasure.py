@@ -199,9 +199,7 @@ def _assert_lineage(shop: Shop, table: TableSink, dead_letter: TableSink, rows: 
             {"topic": "t", "partition": 0, "start": min(offsets), "end": max(offsets) + 1}
         ]
     for sink, batches in ((table, {"0", "1", "2"}), (dead_letter, {"0"})):
-        commits = [
-            p for p in commit_properties(shop.fmt, sink, shop.warehouse) if OFFSETS_KEY in p
-        ]
+        commits = [p for p in commit_properties(shop.fmt, sink, shop.warehouse) if OFFSETS_KEY in p]
         lineage = {p[BATCH_ID_KEY]: json.loads(p[OFFSETS_KEY]) for p in commits}
         assert lineage == {b: expected[b] for b in batches}, sink.name
     spans = [(r["start"], r["end"]) for ranges in expected.values() for r in ranges]

@@ -174,7 +174,13 @@ def test_hudi_append_pipeline_lands_rows_dead_letters_and_commit_metadata(
     assert _read(tmp_path / name, columns) == [_row(r, i) for i, r in enumerate(records)]
     dlq = _read(tmp_path / f"{name}_dlq", ["offset", "error_class", "pipeline"], key="offset")
     assert dlq == [{"offset": 4, "error_class": "NULL_VALUE", "pipeline": name}]
-    batch_keys = {"etl.pipeline": name, "etl.query-id": "q1", "etl.batch-id": "0"}
+    offsets = '[{"topic":"t","partition":0,"start":0,"end":5}]'
+    batch_keys = {
+        "etl.pipeline": name,
+        "etl.query-id": "q1",
+        "etl.batch-id": "0",
+        "etl.kafka.offsets": offsets,
+    }
     # both tables are append-only: one commit (or delta commit) each, nothing compacted
     action = "commit" if table_type == "COPY_ON_WRITE" else "deltacommit"
     table_meta = _instants(tmp_path / name)[action]

@@ -240,7 +240,7 @@ KILL_SEED = 20261125
 # as its first batch is logged, whichever comes first (start-up, first batch); "commit" =
 # 0-8 s after the run logged its first batch (mid-stream: during a later batch, a table
 # commit or a checkpoint write); the order is shuffled by the seed
-KILL_ANCHORS = ("start", "start", "start", "commit", "commit")
+KILL_ANCHORS = ("start", "commit", "commit")
 INITIAL_RECORDS = 6000
 RECORDS_BETWEEN_KILLS = 250
 FIRST_BATCH_TIMEOUT_S = 90.0
