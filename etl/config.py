@@ -858,14 +858,19 @@ class Settings(BaseSettings):
 
 
 def _check_distinct_places(pipelines: Mapping[str, PipelineSettings]) -> None:
-    """No two writers share a table or a checkpoint (their commits would mix up the batch
-    bookkeeping: a dead-letter append taken for a replay of the table's, for one)."""
+    """No two writers share a table, a checkpoint or a consumer group (their commits would mix
+    up the batch bookkeeping: a dead-letter append taken for a replay of the table's, for one;
+    the group's offsets and lag would flip between the pipelines)."""
     seen: dict[str, str] = {}
     for name, pipeline in pipelines.items():
         places = {
             f"pipelines.{name}.sink.table": f"table {pipeline.sink.table}",
             f"pipelines.{name}.dead_letter.table": f"table {pipeline.dead_letter.table}",
             f"pipelines.{name}.checkpoint": f"checkpoint {pipeline.checkpoint}",
+            # two pipelines committing to one group would overwrite each other's offsets
+            f"pipelines.{name}.source.consumer_group": (
+                f"consumer_group {pipeline.source.group_id(name)}"
+            ),
         }
         for key, place in places.items():
             if place in seen:

@@ -257,7 +257,6 @@ def python_closure(dist: str, *, provided: frozenset[str]) -> list[str]:
     Raises:
         DeployError: A requirement is not installed here.
     """
-    # packaging comes with pip's tooling (pytest, build); only this helper needs it
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -1041,13 +1040,45 @@ def scheduler_schedules(
             "Target": {
                 "Arn": START_JOB_RUN_TARGET,
                 "RoleArn": scheduler.role_arn,
-                "Input": json.dumps(run),
+                "Input": json.dumps(sdk_input("emr-serverless", "StartJobRun", run)),
             },
         }
         if scheduler.group_name is not None:
             params["GroupName"] = scheduler.group_name
         schedules.append(ApiRequest("scheduler", "CreateSchedule", name, params))
     return schedules
+
+
+def sdk_input(service: str, operation: str, params: Request) -> Request:
+    """A request as a universal target's ``Input`` takes it.
+
+    Universal targets (like Step Functions' SDK integrations) call the API through an AWS SDK
+    whose member names are PascalCase (``ApplicationId``, ``JobDriver.SparkSubmit``), while
+    botocore's, which the rest of this module renders, follow the API's JSON (camelCase for
+    EMR Serverless). Member names are converted along the operation's shape; map keys (Spark
+    properties, tags) are data and stay as they are.
+    """
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    shape = model.operation_model(operation).input_shape
+    assert shape is not None, f"{service} {operation} takes parameters"
+    converted: Request = _sdk_members(params, shape)
+    return converted
+
+
+def _sdk_members(value: Any, shape: Any) -> Any:
+    """One value with its structures' member names in the SDK's PascalCase."""
+    if shape.type_name == "structure":
+        return {
+            name[:1].upper() + name[1:]: _sdk_members(item, shape.members[name])
+            for name, item in value.items()
+        }
+    if shape.type_name == "list":
+        return [_sdk_members(item, shape.member) for item in value]
+    if shape.type_name == "map":
+        return {key: _sdk_members(item, shape.value) for key, item in value.items()}
+    return value
 
 
 def _scheduler(deployment: Deployment) -> SchedulerDeploySettings:

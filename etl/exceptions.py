@@ -62,3 +62,11 @@ class ErasureError(EtlError):
 class DeployError(ConfigError):
     """A deployment target cannot be rendered from the settings: its ``deploy`` section is
     missing, or a setting does not fit the target (the message names the key)."""
+
+
+class StopRequested(EtlError):
+    """A graceful stop was asked for before a micro-batch started: it was not run (nothing of
+    it is committed) and runs again on restart."""
+
+    # recognisable in the StreamingQueryException Spark wraps it in
+    MARKER = "graceful stop requested"

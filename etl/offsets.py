@@ -19,7 +19,7 @@ import json
 import logging
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 _KAFKA_PREFIX = "kafka."
 # how long one Admin call may take before the batch's offsets are reported uncommitted
-ADMIN_TIMEOUT_S = 30
+ADMIN_TIMEOUT_S = 10
 # every group with an open Admin client, so an embedding process can close them all
 _OPEN: weakref.WeakSet[ConsumerGroup] = weakref.WeakSet()
 
@@ -47,26 +47,46 @@ class OffsetRange:
 
 
 def ranges_json(ranges: Iterable[OffsetRange]) -> str:
-    """Compact JSON of offset ranges, sorted (the form stored in commit metadata)."""
-    return json.dumps([asdict(r) for r in sorted(ranges, key=_order)], separators=(",", ":"))
+    """Compact JSON of offset ranges (the form stored in commit metadata): Spark's offset
+    shape with a ``[start, end]`` pair per partition, ``{"orders": {"0": [1400, 1702]}}``.
+
+    About 17 bytes a partition: Iceberg keeps every live snapshot's summary in each metadata
+    file it writes, so the size counts on tables with many partitions and many snapshots.
+    """
+    by_topic: dict[str, dict[str, list[int | None]]] = {}
+    for r in sorted(ranges, key=_order):
+        by_topic.setdefault(r.topic, {})[str(r.partition)] = [r.start, r.end]
+    return json.dumps(by_topic, separators=(",", ":"))
 
 
 def parse_ranges(text: str) -> tuple[OffsetRange, ...]:
-    """Offset ranges from ``ranges_json``'s form.
+    """Offset ranges from ``ranges_json``'s form, sorted.
 
     Raises:
-        ValueError: Not a JSON list of ranges.
+        ValueError: Not that form.
     """
     try:
-        items = json.loads(text)
-        if not isinstance(items, list):
-            raise TypeError(type(items).__name__)
+        by_topic = json.loads(text)
         return tuple(
-            OffsetRange(str(i["topic"]), int(i["partition"]), i["start"], int(i["end"]))
-            for i in items
+            sorted(
+                (
+                    OffsetRange(
+                        str(topic),
+                        int(partition),
+                        None if bounds[0] is None else int(bounds[0]),
+                        int(bounds[1]),
+                    )
+                    for topic, partitions in by_topic.items()
+                    for partition, bounds in partitions.items()
+                ),
+                key=_order,
+            )
         )
-    except (TypeError, KeyError, ValueError) as err:
-        raise ValueError(f"expected a JSON list of offset ranges, found {text[:80]!r}") from err
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f'expected offset ranges as {{"topic": {{"partition": [start, end]}}}}, '
+            f"found {text[:80]!r}"
+        ) from err
 
 
 def ranges_between(

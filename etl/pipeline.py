@@ -23,6 +23,7 @@ from etl import logs
 from etl.commit import BatchCommitter, BatchResult
 from etl.config import PartitionField, PartitionTransform, PipelineSettings, Settings, WriteMode
 from etl.decoding import BatchDecoder
+from etl.exceptions import StopRequested
 from etl.formats import TableSink, TableSpec, load_sink
 from etl.formats.base import READER_SCHEMA_KEY, CommitInfo, UpsertSpec
 from etl.kafka import kafka_source_options
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 # foreachBatch callback runs on that thread, so the id needs no binding after start()
 _QUERY_ID_PROPERTY = "sql.streaming.queryId"
 DEAD_LETTER_PARTITIONING = (PartitionField("ingested_at", PartitionTransform.DAY),)
+# Spark's micro-batch loop logs a query that ended with an error under this logger
+_STREAM_EXECUTION_LOGGER = "org.apache.spark.sql.execution.streaming"
 
 
 def utc_now() -> dt.datetime:
@@ -69,6 +72,21 @@ class Totals:
         self.written += result.written if result.committed else 0
         self.dead_lettered += result.dead_lettered if result.committed else 0
         self.forgotten += result.forgotten
+
+
+def quiet_stream_errors(spark: SparkSession) -> None:
+    """Turns off the stream execution's error log: a query ended by a graceful stop (a batch
+    refused with ``StopRequested``) is not an error, and Spark would log it as one with a
+    stack trace."""
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        return
+    try:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            _STREAM_EXECUTION_LOGGER, jvm.org.apache.logging.log4j.Level.OFF
+        )
+    except Exception as err:  # another logging backend: the error stays in Spark's log
+        log.debug("could not quiet %s: %s", _STREAM_EXECUTION_LOGGER, err)
 
 
 def _set_event() -> threading.Event:
@@ -135,6 +153,9 @@ class Pipeline:
     # the query manager of the session that started the query: Spark's planned offsets of
     # the running batch are read through it (the batch's own session is a clone without it)
     streams: StreamingQueryManager | None = None
+    # set when a graceful stop was asked for: a batch starting after it is refused before it
+    # does anything (see etl.shutdown)
+    stopping: threading.Event | None = None
     last: BatchResult | None = None
     last_progress: BatchProgress | None = None
     totals: Totals = field(default_factory=Totals)
@@ -146,6 +167,9 @@ class Pipeline:
         query_id = batch.sparkSession.sparkContext.getLocalProperty(_QUERY_ID_PROPERTY)
         if not query_id:
             raise RuntimeError(f"{self.name}: batch {batch_id} runs outside a streaming query")
+        if self.stopping is not None and self.stopping.is_set():
+            quiet_stream_errors(batch.sparkSession)
+            raise StopRequested(f"{StopRequested.MARKER}: batch {batch_id} of {self.name} not run")
         self._idle.clear()
         try:
             self.process(batch, batch_id, query_id=query_id)
@@ -156,6 +180,10 @@ class Pipeline:
             raise
         finally:
             self._idle.set()
+
+    def last_batch_id(self) -> int | None:
+        """The id of the last batch this process ran, or None."""
+        return None if self.last is None else self.last.batch_id
 
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Waits until no batch of this pipeline runs; False if the timeout passed first."""
@@ -231,10 +259,15 @@ class Pipeline:
                     self.group.group,
                     first_line(err),
                 )
+                # the broker did not take the commit: asking it for the lag would add a
+                # second wait to the batch
+                return None, None
         try:
             return committed, self.group.lag(spark, offsets)
         except Exception as err:
-            log.warning("%s: batch %d: lag not measured: %s", self.name, commit.batch_id, err)
+            log.warning(
+                "%s: batch %d: lag not measured: %s", self.name, commit.batch_id, first_line(err)
+            )
             return committed, None
 
 

@@ -1,16 +1,18 @@
 """Graceful stop of streaming queries on SIGTERM / SIGINT (EMR step cancel, docker stop, Ctrl-C).
 
-The first signal asks every query to stop once its running batch has committed: the job
-waits until the pipeline's foreachBatch function has returned, then stops the query, so a
-batch is either committed whole (tables, dead letters, consumer-group offsets) or not
-started. A second signal exits at once (the table formats' commits are atomic, and a batch
-cut short is redone from the checkpoint on restart).
+The first signal asks every query to stop between batches, so a batch is either committed
+whole (table, dead letters, consumer-group offsets) or not started:
 
-Spark's own ``query.stop()`` interrupts the batch thread; called between batches it can
-still cut the writing of Spark's commit-log entry for the batch that just committed, in
-which case the restarted query replays that batch, and the tables' replay check skips it.
-Signals reach this handler only in the Python driver process: under ``spark-submit`` the
-JVM is the parent and handles a signal sent to it with Spark's shutdown hooks (no wait).
+1. from then on the pipeline refuses to start a batch: its foreachBatch function raises
+   ``StopRequested`` before it does anything (Spark wrote the batch's offsets to the
+   checkpoint, so it runs again on restart);
+2. the job waits until the running batch (if any) has returned and Spark has recorded it
+   in the checkpoint's commit log (the query's progress names it), then stops the query.
+
+A query ended by a refused batch is a clean stop, not an error. A second signal exits at once
+(the table formats' commits are atomic, and a batch cut short is redone from the checkpoint).
+Signals reach these handlers only in the Python driver process: under ``spark-submit`` the JVM
+is the parent and takes a signal sent to it with Spark's shutdown hooks (no wait).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -27,6 +30,8 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# how long to wait for Spark to record the last batch before stopping the query anyway
+RECORD_WAIT_S = 30.0
 
 
 class _Query(Protocol):
@@ -34,6 +39,9 @@ class _Query(Protocol):
 
     @property
     def isActive(self) -> bool: ...
+
+    @property
+    def lastProgress(self) -> dict[str, Any] | None: ...
 
     def stop(self) -> None: ...
 
@@ -44,6 +52,8 @@ class _Batches(Protocol):
     name: str
 
     def wait_idle(self, timeout_s: float | None = None) -> bool: ...
+
+    def last_batch_id(self) -> int | None: ...
 
 
 @dataclass
@@ -80,11 +90,21 @@ class GracefulStop:
         )
 
     def stop(self, running: Iterable[tuple[_Query, _Batches]]) -> None:
-        """Stops each query once its running batch (if any) has finished."""
+        """Stops each query once its running batch (if any) has finished and is recorded."""
         for query, batches in running:
             if not query.isActive:
                 continue
             while not batches.wait_idle(5.0):
                 log.info("%s: waiting for the running batch to commit", batches.name)
+            last = batches.last_batch_id()
+            deadline = time.monotonic() + RECORD_WAIT_S
+            # Spark reports a batch's progress after writing its commit-log entry: stopping
+            # before that would replay it on restart (skipped by the replay check, but a
+            # needless replay); a batch started meanwhile is refused by the pipeline
+            while last is not None and query.isActive and time.monotonic() < deadline:
+                progress = query.lastProgress
+                if progress is not None and int(progress["batchId"]) >= last:
+                    break
+                time.sleep(0.05)
             query.stop()
             log.info("%s: stopped between batches", batches.name)

@@ -13,11 +13,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from pyspark.errors import StreamingQueryException
+
 from etl import logs
 from etl.config import load_settings
-from etl.exceptions import EtlError
+from etl.exceptions import EtlError, StopRequested
 from etl.formats import formats_used
-from etl.pipeline import Pipeline, start_pipeline
+from etl.pipeline import Pipeline, build_pipeline, start_pipeline
 from etl.shutdown import GracefulStop
 from etl.spark import build_spark
 
@@ -79,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         spark.streams.resetTerminated()
         if threading.current_thread() is threading.main_thread():
             stop.install()
-        running = [start_pipeline(spark, settings, name) for name in names]
+        running = []
+        for name in names:
+            pipeline = build_pipeline(settings, name)
+            pipeline.stopping = stop.requested
+            running.append(start_pipeline(spark, settings, name, pipeline))
         try:
             _await(spark, running, stop)
         finally:
@@ -115,14 +121,23 @@ def _await(
         if stop.requested.is_set():
             stop.stop(running)
             break
+        _raise_failed(queries, stopping=False)
         # short waits: the signal handler runs in this thread between them
-        spark.streams.awaitAnyTermination(_POLL_S)
-        spark.streams.resetTerminated()
-    # a query that failed after the last wait returned is reported too
+        try:
+            spark.streams.awaitAnyTermination(_POLL_S)
+        except StreamingQueryException:
+            pass  # reported below, from the query itself
+    _raise_failed(queries, stopping=stop.requested.is_set())
+
+
+def _raise_failed(queries: list[StreamingQuery], *, stopping: bool) -> None:
+    """Raises the error of a query that failed; one that refused a batch because a graceful
+    stop was asked for did not fail."""
     for query in queries:
-        error = query.exception()
-        if error is not None:
-            raise error
+        error = None if query.isActive else query.exception()
+        if error is None or (stopping and StopRequested.MARKER in str(error)):
+            continue
+        raise error
 
 
 if __name__ == "__main__":

@@ -710,6 +710,22 @@ INVALID: list[Any] = [
         id="dead-letters-in-the-sink-table",
     ),
     pytest.param(
+        lambda c: c["pipelines"].update(
+            refunds={
+                **_orders(c),
+                "sink": {"table": "local.shop.refunds"},
+                "dead_letter": {"table": "local.shop.refunds_dlq"},
+                "checkpoint": "/tmp/refunds",
+                "source": {**_orders(c)["source"], "consumer_group": "streaming-etl.orders"},
+            }
+        ),
+        [
+            "pipelines.refunds.source.consumer_group: expected its own consumer_group, found "
+            "the one of pipelines.orders.source.consumer_group"
+        ],
+        id="two-pipelines-one-consumer-group",
+    ),
+    pytest.param(
         lambda c: _orders(c).update(
             sink={"format": "hudi", "table": "shop.orders", "location": "/lake/orders"},
             dead_letter={"table": "shop.orders_dlq"},

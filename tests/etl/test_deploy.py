@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 import yaml
 from botocore.exceptions import ParamValidationError
@@ -132,6 +133,23 @@ def submit_conf(parameters: str) -> dict[str, str]:
 def glue_argv(arguments: dict[str, str]) -> list[str]:
     """Job parameters as Glue passes them to the script: ``--key value`` each."""
     return [*GLUE_ARGS, *(token for item in arguments.items() for token in item)]
+
+
+def botocore_names(value: Any, service: str, operation: str) -> Any:
+    """An SDK-cased request (a universal target's Input) back in botocore's member names."""
+    shape = botocore.session.get_session().get_service_model(service)
+    return _botocore(value, shape.operation_model(operation).input_shape)
+
+
+def _botocore(value: Any, shape: Any) -> Any:
+    if shape.type_name == "structure":
+        names = {name[:1].upper() + name[1:]: name for name in shape.members}
+        return {names[k]: _botocore(v, shape.members[names[k]]) for k, v in value.items()}
+    if shape.type_name == "list":
+        return [_botocore(item, shape.member) for item in value]
+    if shape.type_name == "map":
+        return {k: _botocore(v, shape.value) for k, v in value.items()}
+    return value
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -517,7 +535,12 @@ def test_scheduler_schedules_start_emr_serverless_maintenance_runs(emr: Deployme
         target = params["Target"]
         assert target["Arn"] == "arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun"
         assert target["RoleArn"].endswith(":role/streaming-etl-scheduler")
-        run = json.loads(target["Input"])
+        sdk_run = json.loads(target["Input"])
+        # the SDK's member names (PascalCase), map keys (Spark properties) untouched
+        assert {"ApplicationId", "ExecutionRoleArn", "JobDriver", "ClientToken"} <= set(sdk_run)
+        assert "EntryPoint" in sdk_run["JobDriver"]["SparkSubmit"]
+        run = botocore_names(sdk_run, "emr-serverless", "StartJobRun")
+        assert deploy.sdk_input("emr-serverless", "StartJobRun", run) == sdk_run
         # each invocation's own token, filled in by the scheduler
         assert run["clientToken"] == "<aws.scheduler.execution-id>"
         run["clientToken"] = str(uuid.uuid4())

@@ -181,7 +181,7 @@ def test_process_commits_good_rows_and_dead_letters_bad_ones(spark: SparkSession
         "etl.query-id": "q1",
         "etl.batch-id": "0",
         # offset lineage: the Kafka offsets the commit holds (both tables' commits)
-        "etl.kafka.offsets": '[{"topic":"t","partition":0,"start":0,"end":8}]',
+        "etl.kafka.offsets": '{"t":{"0":[0,8]}}',
     }
     assert {k: summary[0][k] for k in summary[0] if k.startswith("etl.")} == {
         **batch,

@@ -122,14 +122,14 @@ def test_append_pipeline_writes_what_delta_rs_reads(spark: SparkSession, tmp_pat
             "etl.query-id": "q",
             "etl.batch-id": "1",
             "etl.records-read": "3",
-            "etl.kafka.offsets": '[{"topic":"t","partition":0,"start":7,"end":10}]',
+            "etl.kafka.offsets": '{"t":{"0":[7,10]}}',
         },
         {
             "etl.pipeline": "appended",
             "etl.query-id": "q",
             "etl.batch-id": "0",
             "etl.records-read": "7",
-            "etl.kafka.offsets": '[{"topic":"t","partition":0,"start":0,"end":7}]',
+            "etl.kafka.offsets": '{"t":{"0":[0,7]}}',
         },
     ]
     # the reader schema is recorded when it changes: here by the process's first commit only

@@ -31,6 +31,7 @@ from etl.erasure import ErasureRequest, RequestAudit, Status, erase, table_locat
 from etl.exceptions import ConfigError
 from etl.formats import TableSink
 from etl.formats.base import BATCH_ID_KEY, OFFSETS_KEY
+from etl.offsets import OffsetRange, parse_ranges
 from etl.pipeline import Pipeline, build_pipeline, pipeline_tables
 from etl.privacy import build_forget_list
 from etl.verify import scan_location
@@ -195,14 +196,12 @@ def _assert_lineage(shop: Shop, table: TableSink, dead_letter: TableSink, rows: 
     expected = {}
     for number, batch in enumerate(shop.batches[:3]):
         offsets = [r["offset"] for r in batch.select("offset").collect()]
-        expected[str(number)] = [
-            {"topic": "t", "partition": 0, "start": min(offsets), "end": max(offsets) + 1}
-        ]
+        expected[str(number)] = [OffsetRange("t", 0, min(offsets), max(offsets) + 1)]
     for sink, batches in ((table, {"0", "1", "2"}), (dead_letter, {"0"})):
         commits = [p for p in commit_properties(shop.fmt, sink, shop.warehouse) if OFFSETS_KEY in p]
-        lineage = {p[BATCH_ID_KEY]: json.loads(p[OFFSETS_KEY]) for p in commits}
+        lineage = {p[BATCH_ID_KEY]: list(parse_ranges(p[OFFSETS_KEY])) for p in commits}
         assert lineage == {b: expected[b] for b in batches}, sink.name
-    spans = [(r["start"], r["end"]) for ranges in expected.values() for r in ranges]
+    spans = [(r.start or 0, r.end) for ranges in expected.values() for r in ranges]
     assert all(any(a <= r["_kafka_offset"] < b for a, b in spans) for r in rows)
 
 

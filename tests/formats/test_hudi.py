@@ -174,7 +174,7 @@ def test_hudi_append_pipeline_lands_rows_dead_letters_and_commit_metadata(
     assert _read(tmp_path / name, columns) == [_row(r, i) for i, r in enumerate(records)]
     dlq = _read(tmp_path / f"{name}_dlq", ["offset", "error_class", "pipeline"], key="offset")
     assert dlq == [{"offset": 4, "error_class": "NULL_VALUE", "pipeline": name}]
-    offsets = '[{"topic":"t","partition":0,"start":0,"end":5}]'
+    offsets = '{"t":{"0":[0,5]}}'
     batch_keys = {
         "etl.pipeline": name,
         "etl.query-id": "q1",

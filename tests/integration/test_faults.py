@@ -43,7 +43,7 @@ from tests.integration.faults_helpers import (
     kill_process_tree,
     produce_tracked,
 )
-from tests.integration.streams import start_recording
+from tests.integration.streams import logged_batches, start_job, start_recording
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -283,35 +283,6 @@ class Kill:
         return None
 
 
-def _logged_batches(log: Path) -> list[dict[str, Any]]:
-    """The batch progress lines a run logged (--log-format json; complete lines only: a
-    SIGKILL can cut the last one)."""
-    batches = []
-    for line in log.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue  # the JVM's own output
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("event") == "batch":
-            batches.append(entry)
-    return batches
-
-
-def _start_job(conf: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobs.ingest", "--conf", str(conf), "--log-format", "json"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the driver and its JVM
-        )
-
-
 def _log_tail(log: Path, lines: int = 40) -> str:
     text = log.read_text(errors="replace") if log.exists() else "(no log)"
     return "\n".join(text.splitlines()[-lines:])
@@ -327,7 +298,7 @@ def _await_kill_moment(
         # the first batch is logged (its checkpoint commit may still be pending), so the kill
         # stays in start-up or the first batch whatever the machine's speed
         while time.monotonic() < deadline and proc.poll() is None:
-            if _logged_batches(log):
+            if logged_batches(log):
                 break
             time.sleep(0.05)
         deadline = time.monotonic()
@@ -335,7 +306,7 @@ def _await_kill_moment(
         give_up = time.monotonic() + FIRST_BATCH_TIMEOUT_S
         # a first batch that replays the previous run's last one commits nothing: wait for
         # one that commits, so the kill lands mid-stream
-        while not any(b["committed"] for b in _logged_batches(log)):
+        while not any(b["committed"] for b in logged_batches(log)):
             if proc.poll() is not None or time.monotonic() > give_up:
                 break
             time.sleep(0.1)
@@ -472,7 +443,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
         for run, anchor in enumerate(anchors):
             before = len(snapshot_batches(spark, table, sink))
             log = tmp_path / f"job-{run}.log"
-            proc = _start_job(conf, log, job_env)
+            proc = start_job(conf, log, job_env)
             procs.append(proc)
             launched = time.monotonic()
             _await_kill_moment(proc, log, anchor, rng)
@@ -480,7 +451,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
             report = kill_process_tree(proc)
             batches = [b for _, b, _ in snapshot_batches(spark, table, sink)]
             # the whole tree is dead: the log holds exactly what the run logged before the kill
-            logged = _logged_batches(log)
+            logged = logged_batches(log)
             kills.append(
                 Kill(
                     anchor,
@@ -510,7 +481,7 @@ def test_exactly_once_when_the_job_is_sigkilled_repeatedly(
             # drain the rest in fewer, larger batches (a pending batch keeps its logged range)
             f"ETL__PIPELINES__{name.upper()}__SOURCE__MAX_OFFSETS_PER_TRIGGER": "3000",
         }
-        proc = _start_job(conf, final_log, final_env)
+        proc = start_job(conf, final_log, final_env)
         procs.append(proc)
         # beside the other pytest run on 2 cores, Hudi's drain once took over 3 minutes
         timeout = 420 if fmt == "hudi" else 180

@@ -8,7 +8,6 @@ pyiceberg.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,8 +26,9 @@ from devtools.sample_data import orders
 from etl.config import Settings
 from etl.formats.base import BATCH_ID_KEY, OFFSETS_KEY, QUERY_ID_KEY
 from etl.offsets import OffsetRange, parse_ranges
-from etl.pipeline import build_pipeline, start_pipeline
+from etl.pipeline import Pipeline, build_pipeline, start_pipeline
 from tests.conftest import REPO, catalog_block
+from tests.integration.streams import log_events, logged_batches, start_job
 from tests.integration.test_faults import (
     Produced,
     assert_exactly,
@@ -137,6 +137,18 @@ def _rows_offsets(spark: SparkSession, name: str) -> set[tuple[int, int]]:
     return {(r[0], r[1]) for r in rows}
 
 
+def _run_to_end(spark: SparkSession, settings: Settings, name: str, pipeline: Pipeline) -> None:
+    """Runs an ``available_now`` pipeline to its end, then closes its group's Admin client."""
+    query, _ = start_pipeline(spark, settings, name, pipeline)
+    try:
+        query.awaitTermination(300)
+    finally:
+        query.stop()
+        assert pipeline.group is not None
+        pipeline.group.close()
+    assert query.exception() is None
+
+
 def test_group_offsets_lag_and_lineage_follow_each_batch(
     spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
 ) -> None:
@@ -166,13 +178,7 @@ def test_group_offsets_lag_and_lineage_follow_each_batch(
         seen.append((pipeline.last_progress.fields(), _group_offsets(local_stack, group, topic)))
 
     pipeline.on_result = after_batch
-    query, _ = start_pipeline(spark, settings, name, pipeline)
-    try:
-        query.awaitTermination(300)
-    finally:
-        query.stop()
-        assert pipeline.group is not None
-        pipeline.group.close()
+    _run_to_end(spark, settings, name, pipeline)
 
     assert len(seen) >= 3, "max_offsets_per_trigger 300 over 900 records: three batches or more"
     for fields, committed in seen:
@@ -204,36 +210,6 @@ def test_group_offsets_lag_and_lineage_follow_each_batch(
     assert set(covered) == _rows_offsets(spark, name)
 
 
-def _job(conf: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ETL__")}
-    env.update({"PYSPARK_PYTHON": sys.executable, "TZ": "UTC"})
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobs.ingest", "--conf", str(conf), "--log-format", "json"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _events(log: Path) -> list[dict[str, Any]]:
-    entries = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return entries
-
-
-def _batches(log: Path) -> list[dict[str, Any]]:
-    return [e for e in _events(log) if e.get("event") == "batch"]
-
-
 def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
     spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
 ) -> None:
@@ -256,9 +232,12 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
     )
     conf.write_text(yaml.safe_dump(settings, sort_keys=False))
     log = tmp_path / "run1.log"
-    proc = _job(conf, log)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ETL__")}
+    proc = start_job(conf, log, {**env, "PYSPARK_PYTHON": sys.executable, "TZ": "UTC"})
     try:
-        wait_for("the first batch", lambda: bool(_batches(log)) or proc.poll() is not None, 240)
+        wait_for(
+            "the first batch", lambda: bool(logged_batches(log)) or proc.poll() is not None, 240
+        )
         assert proc.poll() is None, log.read_text()
         # the backlog (300 records a batch) keeps the next batch running now
         proc.send_signal(signal.SIGTERM)
@@ -269,10 +248,16 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
     text = log.read_text(errors="replace")
     assert code == 0, text[-3000:]
     assert "Traceback" not in text
-    messages = [e.get("message", "") for e in _events(log)]
-    assert any("stopping after the running batch commits" in m for m in messages)
-    assert any("stopped between batches" in m for m in messages)
-    logged = _batches(log)
+    events = log_events(log)
+    messages = [e.get("message", "") for e in events]
+    asked = next(i for i, m in enumerate(messages) if "stopping after the running batch" in m)
+    # the batch running when the signal came finished and committed before the stop
+    assert any(e.get("event") == "batch" and e["committed"] for e in events[asked:])
+    assert any("stopped between batches" in m for m in messages[asked:])
+    assert not any(e["level"] == "ERROR" for e in events), [
+        e for e in events if e["level"] == "ERROR"
+    ]
+    logged = logged_batches(log)
     assert 1 <= len(logged) < 10, "stopped before the backlog was drained"
     # no half batch: every batch the run logged is a commit of the table, and nothing more
     lineage = _snapshot_lineage(warehouse, name)
@@ -285,15 +270,8 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
 
     # restart (in this process: the same checkpoint, so the same query): the rest, exactly once
     settings["pipelines"][name]["trigger"] = {"mode": "available_now"}
-    restarted = Settings.model_validate(settings)
-    query, pipeline = start_pipeline(spark, restarted, name)
-    try:
-        query.awaitTermination(300)
-    finally:
-        query.stop()
-        assert pipeline.group is not None
-        pipeline.group.close()
-    assert query.exception() is None
+    pipeline = build_pipeline(Settings.model_validate(settings), name)
+    _run_to_end(spark, Settings.model_validate(settings), name, pipeline)
     assert_exactly(spark, f"local.ops.{name}", produced)
     batches = [b for _, b, _ in _snapshot_lineage(warehouse, name)]
     assert batches == list(range(len(batches)))

@@ -2,19 +2,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import threading
-import time
-from dataclasses import dataclass, field
-
-import pytest
+import sys
 
 from etl.commit import BatchResult
 from etl.logs import EVENT, FIELDS, JsonFormatter
 from etl.offsets import OffsetRange
 from etl.pipeline import BatchProgress
-from etl.shutdown import GracefulStop
 
 
 def _record(msg: str, **extra: object) -> logging.LogRecord:
@@ -68,8 +61,6 @@ def test_json_formatter_keeps_plain_messages_and_errors_one_line() -> None:
     try:
         raise ValueError("bad\nthing")
     except ValueError:
-        import sys
-
         record = _record("it failed")
         record.exc_info = sys.exc_info()
     line = JsonFormatter().format(record)
@@ -77,58 +68,3 @@ def test_json_formatter_keeps_plain_messages_and_errors_one_line() -> None:
     entry = json.loads(line)
     assert entry["message"] == "it failed"
     assert "ValueError: bad" in entry["error"]
-
-
-@dataclass
-class FakeQuery:
-    active: bool = True
-    stopped_at: list[float] = field(default_factory=list)
-
-    @property
-    def isActive(self) -> bool:
-        return self.active
-
-    def stop(self) -> None:
-        self.stopped_at.append(time.monotonic())
-        self.active = False
-
-
-@dataclass
-class FakeBatches:
-    name: str = "orders"
-    idle: threading.Event = field(default_factory=threading.Event)
-    idle_at: list[float] = field(default_factory=list)
-
-    def wait_idle(self, timeout_s: float | None = None) -> bool:
-        return self.idle.wait(timeout_s)
-
-    def finish(self) -> None:
-        self.idle_at.append(time.monotonic())
-        self.idle.set()
-
-
-def test_stop_waits_for_the_running_batch_then_stops_the_query() -> None:
-    query, batches = FakeQuery(), FakeBatches()
-    finisher = threading.Timer(0.3, batches.finish)
-    finisher.start()
-    GracefulStop().stop([(query, batches)])
-    assert batches.idle_at and query.stopped_at
-    assert query.stopped_at[0] >= batches.idle_at[0]
-    assert not query.active
-
-
-def test_first_signal_asks_a_stop_second_exits_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    exits: list[int] = []
-    stop = GracefulStop(exit_now=exits.append)
-    stop.install()
-    try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
-        assert stop.requested.is_set() and exits == []
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        assert exits == [128 + signal.SIGINT]
-    finally:
-        stop.restore()
-    assert signal.getsignal(signal.SIGTERM) is not stop._handle
-    assert "stopping after the running batch commits" in caplog.text
