@@ -26,8 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from devtools.devstack.stack import LocalStack
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
@@ -78,16 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         schema_file = settings.pipeline(MAIN_JOB[0]).decode.schema_file
         assert schema_file is not None
         definition = read_avsc(schema_file)
-        aws = info.boto3_kwargs()
-        glue = boto3.client(
-            "glue",
-            endpoint_url=aws["endpoint_url"],
-            region_name=aws["region_name"],
-            aws_access_key_id=aws["aws_access_key_id"],
-            aws_secret_access_key=aws["aws_secret_access_key"],
-        )
         version = register_schema(
-            glue,
+            info.glue_client(),
             registry_name=settings.registry.registry_name,
             schema_name=SCHEMA_NAME,
             definition=definition,

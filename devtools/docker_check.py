@@ -42,8 +42,6 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from devtools.devstack.stack import LocalStack, StackInfo
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
@@ -446,16 +444,8 @@ def _produce(
     assert schema_file is not None
     # the conf names the image's copy; the host reads the repository's
     definition = read_avsc(REPO / "schemas" / schema_file.name)
-    aws = stack.info.boto3_kwargs()
-    glue = boto3.client(
-        "glue",
-        endpoint_url=aws["endpoint_url"],
-        region_name=aws["region_name"],
-        aws_access_key_id=aws["aws_access_key_id"],
-        aws_secret_access_key=aws["aws_secret_access_key"],
-    )
     version = register_schema(
-        glue,
+        stack.info.glue_client(),
         registry_name=settings.registry.registry_name,
         schema_name=topic,
         definition=definition,

@@ -17,13 +17,16 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devtools.devstack.kafka_broker import SCRAM_MECHANISM, KafkaBroker
 from devtools.devstack.lifecycle import Service
 from devtools.devstack.moto_server import MotoServer
 from devtools.devstack.ports import pid_alive, pid_cmdline, terminate_pid
 from etl.exceptions import LocalStackError
+
+if TYPE_CHECKING:
+    from mypy_boto3_glue import GlueClient
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
@@ -68,6 +71,19 @@ class StackInfo:
             "sasl.username": self.scram_username,
             "sasl.password": self.scram_password,
         }
+
+    def glue_client(self) -> GlueClient:
+        """A boto3 Glue client on the stack's moto server (its Schema Registry API)."""
+        import boto3
+
+        aws = self.boto3_kwargs()
+        return boto3.client(
+            "glue",
+            endpoint_url=aws["endpoint_url"],
+            region_name=aws["region_name"],
+            aws_access_key_id=aws["aws_access_key_id"],
+            aws_secret_access_key=aws["aws_secret_access_key"],
+        )
 
     def boto3_kwargs(self) -> dict[str, str]:
         """Return the keyword arguments that point a boto3 client at the stack's moto server.
