@@ -75,9 +75,10 @@ class Totals:
 
 
 def quiet_stream_errors(spark: SparkSession) -> None:
-    """Turns off the stream execution's error log: a query ended by a graceful stop (a batch
-    refused with ``StopRequested``) is not an error, and Spark would log it as one with a
-    stack trace."""
+    """Turns off the error logs of a failing foreachBatch function (py4j's and the stream
+    execution's): a query ended by a graceful stop (a batch refused with ``StopRequested``) is
+    not an error, and both would log it as one with a stack trace."""
+    logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
     jvm = spark.sparkContext._jvm
     if jvm is None:
         return

@@ -43,6 +43,9 @@ class _Query(Protocol):
     @property
     def lastProgress(self) -> dict[str, Any] | None: ...
 
+    @property
+    def status(self) -> dict[str, Any]: ...
+
     def stop(self) -> None: ...
 
 
@@ -90,21 +93,30 @@ class GracefulStop:
         )
 
     def stop(self, running: Iterable[tuple[_Query, _Batches]]) -> None:
-        """Stops each query once its running batch (if any) has finished and is recorded."""
+        """Stops each query between batches: once its running batch (if any) has finished and
+        is recorded, and no trigger is active (a batch about to start is refused by the
+        pipeline and ends the query by itself)."""
         for query, batches in running:
-            if not query.isActive:
-                continue
-            while not batches.wait_idle(5.0):
-                log.info("%s: waiting for the running batch to commit", batches.name)
-            last = batches.last_batch_id()
-            deadline = time.monotonic() + RECORD_WAIT_S
-            # Spark reports a batch's progress after writing its commit-log entry: stopping
-            # before that would replay it on restart (skipped by the replay check, but a
-            # needless replay); a batch started meanwhile is refused by the pipeline
-            while last is not None and query.isActive and time.monotonic() < deadline:
-                progress = query.lastProgress
-                if progress is not None and int(progress["batchId"]) >= last:
-                    break
-                time.sleep(0.05)
-            query.stop()
+            if query.isActive:
+                while not batches.wait_idle(5.0):
+                    log.info("%s: waiting for the running batch to commit", batches.name)
+                self._await_record(query, batches.last_batch_id())
+                # stop() interrupts the query's thread: between triggers that cuts a sleep; in
+                # a trigger it would cut Spark's own checkpoint writes (harmless, but noisy)
+                while query.isActive and query.status.get("isTriggerActive", False):
+                    time.sleep(0.05)
+                if query.isActive:
+                    query.stop()
             log.info("%s: stopped between batches", batches.name)
+
+    @staticmethod
+    def _await_record(query: _Query, last: int | None) -> None:
+        """Waits (bounded) until Spark's progress names the last batch this process ran:
+        Spark reports it after writing its commit-log entry, and a query stopped before that
+        would replay the batch on restart (skipped by the replay check, but needless)."""
+        deadline = time.monotonic() + RECORD_WAIT_S
+        while last is not None and query.isActive and time.monotonic() < deadline:
+            progress = query.lastProgress
+            if progress is not None and int(progress["batchId"]) >= last:
+                return
+            time.sleep(0.05)

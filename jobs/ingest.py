@@ -117,16 +117,16 @@ def _await(
     batches); raises the error of a failed query (one failed pipeline stops the job, the
     others restart from their checkpoints)."""
     queries = [query for query, _ in running]
-    while any(query.isActive for query in queries):
-        if stop.requested.is_set():
-            stop.stop(running)
-            break
+    while any(query.isActive for query in queries) and not stop.requested.is_set():
         _raise_failed(queries, stopping=False)
         # short waits: the signal handler runs in this thread between them
         try:
             spark.streams.awaitAnyTermination(_POLL_S)
         except StreamingQueryException:
             pass  # reported below, from the query itself
+    if stop.requested.is_set():
+        # also when a query already ended by refusing its next batch
+        stop.stop(running)
     _raise_failed(queries, stopping=stop.requested.is_set())
 
 

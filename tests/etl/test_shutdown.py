@@ -19,6 +19,8 @@ class FakeQuery:
     # the batch id Spark's progress names (recorded in the commit log), and when it did
     recorded: int | None = None
     recorded_at: list[float] = field(default_factory=list)
+    # a trigger running (the next batch being planned or refused)
+    triggering: bool = False
 
     @property
     def isActive(self) -> bool:
@@ -27,6 +29,14 @@ class FakeQuery:
     @property
     def lastProgress(self) -> dict[str, Any] | None:
         return None if self.recorded is None else {"batchId": self.recorded}
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {"isTriggerActive": self.triggering}
+
+    def end_by_itself(self) -> None:
+        self.triggering = False
+        self.active = False
 
     def record(self, batch_id: int) -> None:
         self.recorded_at.append(time.monotonic())
@@ -64,6 +74,14 @@ def test_stop_waits_for_the_running_batch_and_its_record_then_stops_the_query() 
     assert batches.idle_at and query.recorded_at and query.stopped_at
     assert query.stopped_at[0] >= query.recorded_at[0] >= batches.idle_at[0]
     assert not query.active
+
+
+def test_a_query_whose_next_batch_is_refused_ends_by_itself_without_a_stop() -> None:
+    query, batches = FakeQuery(recorded=4, triggering=True), FakeBatches()
+    batches.finish()
+    threading.Timer(0.3, query.end_by_itself).start()
+    GracefulStop().stop([(query, batches)])
+    assert not query.active and query.stopped_at == []
 
 
 def test_stop_of_an_idle_query_that_ran_nothing_is_immediate() -> None:

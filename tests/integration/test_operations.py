@@ -8,10 +8,12 @@ pyiceberg.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,11 @@ def _rows_offsets(spark: SparkSession, name: str) -> set[tuple[int, int]]:
     return {(r[0], r[1]) for r in rows}
 
 
+def _at(ts: str) -> float:
+    """Seconds since the epoch of a JSON log record's time."""
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
 def _run_to_end(spark: SparkSession, settings: Settings, name: str, pipeline: Pipeline) -> None:
     """Runs an ``available_now`` pipeline to its end, then closes its group's Admin client."""
     query, _ = start_pipeline(spark, settings, name, pipeline)
@@ -239,7 +246,8 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
             "the first batch", lambda: bool(logged_batches(log)) or proc.poll() is not None, 240
         )
         assert proc.poll() is None, log.read_text()
-        # the backlog (300 records a batch) keeps the next batch running now
+        # the backlog (300 records a batch) starts the next batch at once: let it get going
+        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=180)
     finally:
@@ -251,8 +259,16 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
     events = log_events(log)
     messages = [e.get("message", "") for e in events]
     asked = next(i for i, m in enumerate(messages) if "stopping after the running batch" in m)
-    # the batch running when the signal came finished and committed before the stop
-    assert any(e.get("event") == "batch" and e["committed"] for e in events[asked:])
+    # a batch running when the signal came (started before it, by its end time less its
+    # duration) finished and committed; one starting after it was refused (no line)
+    signalled = _at(events[asked]["ts"])
+    in_flight = [
+        e
+        for e in events[asked:]
+        if e.get("event") == "batch" and _at(e["ts"]) - e["seconds"] < signalled
+    ]
+    assert in_flight, "no batch was running at the signal: the test missed its moment"
+    assert all(e["committed"] for e in in_flight)
     assert any("stopped between batches" in m for m in messages[asked:])
     assert not any(e["level"] == "ERROR" for e in events), [
         e for e in events if e["level"] == "ERROR"
