@@ -45,6 +45,7 @@ from typing import Any
 from devtools.devstack.stack import LocalStack, StackInfo
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
+from devtools.tables import hadoop_iceberg_table
 from etl.config import Settings, TableFormat, load_settings
 from etl.exceptions import LocalStackError
 from etl.registry import read_avsc
@@ -538,14 +539,8 @@ def _read(
 ) -> Any:
     """One table as a pyarrow Table, read without Spark (pyiceberg / deltalake)."""
     if fmt is TableFormat.ICEBERG:
-        from pyiceberg.table import StaticTable
-
         assert settings.catalog is not None
-        _, namespace, name = table.split(".")
-        metadata = data / settings.catalog.warehouse / namespace / name / "metadata"
-        version = (metadata / "version-hint.text").read_text().strip()
-        path = metadata / f"v{version}.metadata.json"
-        return StaticTable.from_metadata(str(path)).scan().to_arrow()
+        return hadoop_iceberg_table(data / settings.catalog.warehouse, table).scan().to_arrow()
     if fmt is TableFormat.DELTA:
         from deltalake import DeltaTable
 

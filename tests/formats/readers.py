@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from devtools.tables import hadoop_iceberg_table
 from etl.config import TableFormat
 from etl.formats import TableSink
 
@@ -14,14 +15,8 @@ from etl.formats import TableSink
 def independent_arrow(fmt: TableFormat, table: TableSink, warehouse: Path) -> pa.Table:
     """The table's current rows as pyiceberg, delta-rs or hudi-rs reads them."""
     if fmt is TableFormat.ICEBERG:
-        from pyiceberg.table import StaticTable
-
-        _, namespace, name = table.name.split(".")
-        metadata = warehouse / namespace / name / "metadata"
-        version = (metadata / "version-hint.text").read_text().strip()
-        return (
-            StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json")).scan().to_arrow()
-        )
+        arrow: pa.Table = hadoop_iceberg_table(warehouse, table.name).scan().to_arrow()
+        return arrow
     if fmt is TableFormat.DELTA:
         return _delta_arrow(location_path(table))
     from hudi import HudiTable
@@ -34,13 +29,7 @@ def commit_properties(fmt: TableFormat, table: TableSink, warehouse: Path) -> li
     (snapshot summaries), delta-rs (commit userMetadata) or hudi-rs (instant metadata) read it."""
     found: list[dict[str, str]] = []
     if fmt is TableFormat.ICEBERG:
-        from pyiceberg.table import StaticTable
-
-        _, namespace, name = table.name.split(".")
-        metadata = warehouse / namespace / name / "metadata"
-        version = (metadata / "version-hint.text").read_text().strip()
-        static = StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json"))
-        for snapshot in static.snapshots():
+        for snapshot in hadoop_iceberg_table(warehouse, table.name).snapshots():
             assert snapshot.summary is not None
             found.append(dict(snapshot.summary.additional_properties))
     elif fmt is TableFormat.DELTA:

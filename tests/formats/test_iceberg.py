@@ -8,6 +8,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from devtools.tables import hadoop_iceberg_table
 from devtools.wire import encode_confluent
 from etl.config import Settings
 from etl.pipeline import Pipeline, build_pipeline
@@ -37,11 +38,7 @@ def _pipeline(warehouse: Path, name: str) -> Pipeline:
 
 
 def _pyiceberg_rows(warehouse: Path, table: str) -> list[dict[str, Any]]:
-    from pyiceberg.table import StaticTable
-
-    metadata = warehouse / "fmt" / table / "metadata"
-    version = (metadata / "version-hint.text").read_text().strip()
-    arrow = StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json")).scan().to_arrow()
+    arrow = hadoop_iceberg_table(warehouse, f"fmt.{table}").scan().to_arrow()
     return sorted(arrow.to_pylist(), key=lambda r: r["order_id"])
 
 

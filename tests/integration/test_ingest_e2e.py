@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from chispa import assert_df_equality
@@ -20,6 +19,7 @@ from pyspark.sql.utils import StreamingQueryException
 
 from devtools.producer import glue_frames, produce, register_schema
 from devtools.sample_data import orders
+from devtools.tables import hadoop_iceberg_table
 from etl.config import Settings
 from etl.registry import read_avsc
 from jobs import ingest
@@ -68,8 +68,9 @@ def _settings(
 def _publish(
     stack: Any, topic: str, records: list[dict[str, Any]], extra: list[bytes | None] = ()
 ) -> str:  # type: ignore[assignment]
-    glue = boto3.client("glue", **stack.info.boto3_kwargs())
-    version = register_schema(glue, registry_name=REGISTRY, schema_name=topic, definition=SCHEMA)
+    version = register_schema(
+        stack.info.glue_client(), registry_name=REGISTRY, schema_name=topic, definition=SCHEMA
+    )
     values = glue_frames(SCHEMA, version, records, compress_every=10)
     messages = [(r["order_id"].encode(), v) for r, v in zip(records, values, strict=True)]
     produce(stack.info.bootstrap_plaintext, topic, messages + [(b"poison", p) for p in extra])
@@ -78,11 +79,7 @@ def _publish(
 
 def _pyiceberg_table(warehouse: Path, name: str) -> Any:
     """Opens the table from its metadata files alone (Hadoop layout: version-hint.text)."""
-    from pyiceberg.table import StaticTable
-
-    metadata = warehouse / "e2e" / name / "metadata"
-    version = (metadata / "version-hint.text").read_text().strip()
-    return StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json"))
+    return hadoop_iceberg_table(warehouse, f"e2e.{name}")
 
 
 def _run(spark: SparkSession, settings: Settings, name: str) -> list[Any]:

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
-from pyiceberg.table import StaticTable
 from pyspark.sql import SparkSession
 
 from devtools.sample_data import orders
+from devtools.tables import hadoop_iceberg_table
 from etl.config import Settings
 from etl.formats.base import BATCH_ID_KEY, OFFSETS_KEY, QUERY_ID_KEY
 from etl.offsets import OffsetRange, parse_ranges
@@ -116,9 +116,7 @@ def _group_offsets(stack: Any, group: str, topic: str) -> dict[int, int]:
 
 def _snapshot_lineage(warehouse: Path, name: str) -> list[tuple[str, int, list[OffsetRange]]]:
     """(query id, batch id, offset ranges) of each table commit, oldest first, by pyiceberg."""
-    metadata = warehouse / "ops" / name / "metadata"
-    version = (metadata / "version-hint.text").read_text().strip()
-    table = StaticTable.from_metadata(str(metadata / f"v{version}.metadata.json"))
+    table = hadoop_iceberg_table(warehouse, f"ops.{name}")
     found = []
     for snapshot in sorted(table.snapshots(), key=lambda s: s.timestamp_ms):
         assert snapshot.summary is not None
