@@ -49,8 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
 from bench import paths
 from bench.data import Pool, Versions, build_pool, produce_pool, register_versions
 from bench.monitor import CpuShare, RssMonitor
@@ -759,9 +757,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Registers, produces, then runs the warm-up and the measured paths; returns results."""
     info = stack.info
-    glue: Any = boto3.client("glue", **info.boto3_kwargs())  # type: ignore[call-overload]
     versions = register_versions(
-        glue,
+        info.glue_client(),
         registry_name=REGISTRY,
         schema_name=SCHEMA_NAME,
         v1_path=REPO / "schemas" / "orders.avsc",

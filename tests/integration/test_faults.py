@@ -103,9 +103,11 @@ def publish(
     With ``updates`` a key may be produced again (an upsert stream): the latest one is kept.
     """
     if version is None:
-        glue = boto3.client("glue", **stack.info.boto3_kwargs())
         version = register_schema(
-            glue, registry_name=REGISTRY, schema_name=topic, definition=definition
+            stack.info.glue_client(),
+            registry_name=REGISTRY,
+            schema_name=topic,
+            definition=definition,
         )
     values = glue_frames(definition, version, records, compress_every=10)
     keys = [r["order_id"].encode() for r in records]

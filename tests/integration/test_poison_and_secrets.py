@@ -11,7 +11,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
@@ -31,23 +30,12 @@ SCHEMA = read_avsc(REPO / "schemas" / "orders.avsc")
 REGISTRY = "etl-poison"
 
 
-def _glue(stack: Any) -> Any:
-    aws = stack.info.boto3_kwargs()
-    return boto3.client(
-        "glue",
-        endpoint_url=aws["endpoint_url"],
-        region_name=aws["region_name"],
-        aws_access_key_id=aws["aws_access_key_id"],
-        aws_secret_access_key=aws["aws_secret_access_key"],
-    )
-
-
 def test_poison_catalogue_each_case_gets_its_error_class(
     spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
 ) -> None:
     name, topic = "poison", "poison"
     local_stack.broker.create_topic(topic, partitions=2)
-    glue = _glue(local_stack)
+    glue = local_stack.info.glue_client()
     version = register_schema(glue, registry_name=REGISTRY, schema_name=topic, definition=SCHEMA)
     incompatible = json.loads(SCHEMA)
     next(f for f in incompatible["fields"] if f["name"] == "quantity")["type"] = "string"
@@ -143,7 +131,7 @@ def test_secrets_stay_out_of_logs_tables_and_checkpoints(
     name, topic = "secrets", "secrets"
     local_stack.broker.create_topic(topic, partitions=1)
     version = register_schema(
-        _glue(local_stack), registry_name=REGISTRY, schema_name=topic, definition=SCHEMA
+        local_stack.info.glue_client(), registry_name=REGISTRY, schema_name=topic, definition=SCHEMA
     )
     values = glue_frames(SCHEMA, version, orders(10))
     produce(
