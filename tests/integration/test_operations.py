@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -44,24 +44,36 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 3
 
 
+class _Stream(NamedTuple):
+    """A pipeline under test: its name, its topic of produced orders, its consumer group."""
+
+    name: str
+    topic: str
+    group: str
+    produced: Produced
+
+
+def _stream(stack: Any, kind: str, records: int) -> _Stream:
+    """A new topic of ``records`` Glue-framed orders, and the names of a pipeline reading it."""
+    name = f"ops_{kind}_{uuid.uuid4().hex[:6]}"
+    topic = f"ops-{kind}-{uuid.uuid4().hex[:8]}"
+    stack.broker.create_topic(topic, partitions=PARTITIONS)
+    produced = Produced({}, {})
+    publish(stack, topic, orders(records, start=0), produced)
+    return _Stream(name, topic, f"etl-test.{name}", produced)
+
+
 def _settings(
-    stack: Any,
-    warehouse: Path,
-    tmp_path: Path,
-    *,
-    name: str,
-    topic: str,
-    group: str,
-    **trigger: str,
+    stack: Any, warehouse: Path, tmp_path: Path, stream: _Stream, **trigger: str
 ) -> dict[str, Any]:
     block = pipeline_block(
         bootstrap=stack.info.bootstrap_plaintext,
-        topic=topic,
-        table=f"local.ops.{name}",
+        topic=stream.topic,
+        table=f"local.ops.{stream.name}",
         checkpoint=tmp_path / "checkpoint",
         trigger=trigger,
     )
-    block["source"]["consumer_group"] = group
+    block["source"]["consumer_group"] = stream.group
     return {
         "spark": {
             "app_name": "ops",
@@ -73,7 +85,7 @@ def _settings(
         "catalog": catalog_block(warehouse),
         "aws": {"region": "us-east-1", "endpoint_url": stack.info.aws_endpoint},
         "registry": {"registry_name": "etl-faults", "max_attempts": 3},
-        "pipelines": {name: block},
+        "pipelines": {stream.name: block},
     }
 
 
@@ -157,22 +169,10 @@ def _run_to_end(spark: SparkSession, settings: Settings, name: str, pipeline: Pi
 def test_group_offsets_lag_and_lineage_follow_each_batch(
     spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
 ) -> None:
-    name = f"ops_lag_{uuid.uuid4().hex[:6]}"
-    topic = f"ops-lag-{uuid.uuid4().hex[:8]}"
-    group = f"etl-test.{name}"
-    local_stack.broker.create_topic(topic, partitions=PARTITIONS)
-    produced = Produced({}, {})
-    publish(local_stack, topic, orders(900, start=0), produced)
+    stream = _stream(local_stack, "lag", 900)
+    name, topic, group, produced = stream
     settings = Settings.model_validate(
-        _settings(
-            local_stack,
-            warehouse,
-            tmp_path,
-            name=name,
-            topic=topic,
-            group=group,
-            mode="available_now",
-        )
+        _settings(local_stack, warehouse, tmp_path, stream, mode="available_now")
     )
     seen: list[tuple[dict[str, Any], dict[int, int]]] = []
     pipeline = build_pipeline(settings, name)
@@ -218,22 +218,11 @@ def test_group_offsets_lag_and_lineage_follow_each_batch(
 def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
     spark: SparkSession, local_stack: Any, warehouse: Path, tmp_path: Path
 ) -> None:
-    name = f"ops_stop_{uuid.uuid4().hex[:6]}"
-    topic = f"ops-stop-{uuid.uuid4().hex[:8]}"
-    group = f"etl-test.{name}"
-    local_stack.broker.create_topic(topic, partitions=PARTITIONS)
-    produced = Produced({}, {})
-    publish(local_stack, topic, orders(3000, start=0), produced)
+    stream = _stream(local_stack, "stop", 3000)
+    name, topic, group, produced = stream
     conf = tmp_path / "ingest.yaml"
     settings = _settings(
-        local_stack,
-        warehouse,
-        tmp_path,
-        name=name,
-        topic=topic,
-        group=group,
-        mode="processing_time",
-        interval="1 second",
+        local_stack, warehouse, tmp_path, stream, mode="processing_time", interval="1 second"
     )
     conf.write_text(yaml.safe_dump(settings, sort_keys=False))
     log = tmp_path / "run1.log"
@@ -284,8 +273,9 @@ def test_sigterm_mid_batch_stops_after_the_commit_and_restarts_exactly(
 
     # restart (in this process: the same checkpoint, so the same query): the rest, exactly once
     settings["pipelines"][name]["trigger"] = {"mode": "available_now"}
-    pipeline = build_pipeline(Settings.model_validate(settings), name)
-    _run_to_end(spark, Settings.model_validate(settings), name, pipeline)
+    restarted = Settings.model_validate(settings)
+    pipeline = build_pipeline(restarted, name)
+    _run_to_end(spark, restarted, name, pipeline)
     assert_exactly(spark, f"local.ops.{name}", produced)
     batches = [b for _, b, _ in _snapshot_lineage(warehouse, name)]
     assert batches == list(range(len(batches)))
