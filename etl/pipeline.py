@@ -157,7 +157,6 @@ class Pipeline:
     # set when a graceful stop was asked for: a batch starting after it is refused before it
     # does anything (see etl.shutdown)
     stopping: threading.Event | None = None
-    last: BatchResult | None = None
     last_progress: BatchProgress | None = None
     totals: Totals = field(default_factory=Totals)
     # set while no batch of this pipeline runs (a graceful stop waits for it)
@@ -181,6 +180,11 @@ class Pipeline:
             raise
         finally:
             self._idle.set()
+
+    @property
+    def last(self) -> BatchResult | None:
+        """The counts of the last batch this process ran, or None."""
+        return None if self.last_progress is None else self.last_progress.result
 
     def last_batch_id(self) -> int | None:
         """The id of the last batch this process ran, or None."""
@@ -231,7 +235,6 @@ class Pipeline:
             write_s=written_at - decoded_at,
             offsets_s=done - written_at,
         )
-        self.last = result
         self.last_progress = progress
         self.totals.add(result)
         fields = progress.fields()
