@@ -7,11 +7,13 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from etl.config import DeploySettings, Settings, TableFormat
 from etl.deploy.release import Release
 from etl.exceptions import DeployError
+
+_S = TypeVar("_S")
 
 Request = dict[str, Any]
 
@@ -98,6 +100,17 @@ def _by_format(
             "pipelines.*.privacy: an erasure needs a pipeline with a privacy section, found none"
         )
     return dict(sorted(groups.items()))
+
+
+def required_section(section: _S | None, key: str, *, holds: str, target: str) -> _S:
+    """A ``deploy`` section a target needs.
+
+    Raises:
+        DeployError: It is not set (the message names the key and what it holds).
+    """
+    if section is None:
+        raise DeployError(f"deploy.{key}: expected this section ({holds}) for {target}, found none")
+    return section
 
 
 def _check_cluster(settings: Settings, target: str) -> None:

@@ -13,6 +13,7 @@ from etl.deploy.base import (
     _by_format,
     _check_cluster,
     _pipelines,
+    required_section,
 )
 from etl.deploy.release import Release
 from etl.exceptions import DeployError
@@ -92,9 +93,7 @@ def _step(name: str, args: list[str]) -> Request:
 
 def _emr_cluster(deployment: Deployment) -> str:
     """The cluster id from ``deploy.emr``."""
-    section = deployment.deploy.emr
-    if section is None:
-        raise DeployError("deploy.emr: expected this section (cluster_id) for EMR, found none")
+    section = required_section(deployment.deploy.emr, "emr", holds="cluster_id", target="EMR")
     _check_cluster(deployment.settings, "EMR")
     return section.cluster_id
 
@@ -175,12 +174,12 @@ def emr_forget(
 
 def _serverless(deployment: Deployment) -> EmrServerlessDeploySettings:
     """The ``deploy.emr_serverless`` section, for settings fit for a cluster."""
-    section = deployment.deploy.emr_serverless
-    if section is None:
-        raise DeployError(
-            "deploy.emr_serverless: expected this section (application_id, "
-            "execution_role_arn) for EMR Serverless, found none"
-        )
+    section = required_section(
+        deployment.deploy.emr_serverless,
+        "emr_serverless",
+        holds="application_id, execution_role_arn",
+        target="EMR Serverless",
+    )
     _check_cluster(deployment.settings, "EMR Serverless")
     return section
 

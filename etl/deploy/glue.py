@@ -14,6 +14,7 @@ from etl.deploy.base import (
     _by_format,
     _check_cluster,
     _pipelines,
+    required_section,
 )
 from etl.deploy.schedules import _aws_schedule, maintenance_schedules
 from etl.exceptions import DeployError
@@ -43,9 +44,7 @@ _GLUE_HUDI_1 = (5, 1)
 
 def _glue(deployment: Deployment) -> GlueDeploySettings:
     """The ``deploy.glue`` section, for settings fit for a cluster."""
-    section = deployment.deploy.glue
-    if section is None:
-        raise DeployError("deploy.glue: expected this section (role, ...) for Glue, found none")
+    section = required_section(deployment.deploy.glue, "glue", holds="role, ...", target="Glue")
     _check_cluster(deployment.settings, "Glue")
     return section
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.config import SchedulerDeploySettings, Settings, TableFormat
-from etl.deploy.base import ApiRequest, Deployment, Request, _pipelines
+from etl.deploy.base import ApiRequest, Deployment, Request, _pipelines, required_section
 from etl.deploy.cron import aws_cron
 from etl.deploy.emr import _job_run
 from etl.exceptions import DeployError
@@ -155,13 +155,9 @@ def _sdk_members(value: Any, shape: Any) -> Any:
 
 def _scheduler(deployment: Deployment) -> SchedulerDeploySettings:
     """The ``deploy.scheduler`` section."""
-    section = deployment.deploy.scheduler
-    if section is None:
-        raise DeployError(
-            "deploy.scheduler: expected this section (role_arn) for EventBridge Scheduler, "
-            "found none"
-        )
-    return section
+    return required_section(
+        deployment.deploy.scheduler, "scheduler", holds="role_arn", target="EventBridge Scheduler"
+    )
 
 
 def crontab(
