@@ -33,6 +33,7 @@ from etl.paths import local_uri
 from etl.privacy import build_forget_list, check_subject_fields
 from etl.registry import build_resolver
 from etl.secrets import scram_credentials
+from etl.shutdown import quiet_stream_errors
 from transforms.schema_evolution import ReaderSchema
 from transforms.upsert import mark_changes
 
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 # foreachBatch callback runs on that thread, so the id needs no binding after start()
 _QUERY_ID_PROPERTY = "sql.streaming.queryId"
 DEAD_LETTER_PARTITIONING = (PartitionField("ingested_at", PartitionTransform.DAY),)
-# Spark's micro-batch loop logs a query that ended with an error under this logger
-_STREAM_EXECUTION_LOGGER = "org.apache.spark.sql.execution.streaming"
 
 
 def utc_now() -> dt.datetime:
@@ -72,22 +71,6 @@ class Totals:
         self.written += result.written if result.committed else 0
         self.dead_lettered += result.dead_lettered if result.committed else 0
         self.forgotten += result.forgotten
-
-
-def quiet_stream_errors(spark: SparkSession) -> None:
-    """Turns off the error logs of a failing foreachBatch function (py4j's and the stream
-    execution's): a query ended by a graceful stop (a batch refused with ``StopRequested``) is
-    not an error, and both would log it as one with a stack trace."""
-    logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
-    jvm = spark.sparkContext._jvm
-    if jvm is None:
-        return
-    try:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            _STREAM_EXECUTION_LOGGER, jvm.org.apache.logging.log4j.Level.OFF
-        )
-    except Exception as err:  # another logging backend: the error stays in Spark's log
-        log.debug("could not quiet %s: %s", _STREAM_EXECUTION_LOGGER, err)
 
 
 def _set_event() -> threading.Event:

@@ -25,13 +25,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # how long to wait for Spark to record the last batch before stopping the query anyway
 RECORD_WAIT_S = 30.0
+# Spark's micro-batch loop logs a query that ended with an error under this logger
+_STREAM_EXECUTION_LOGGER = "org.apache.spark.sql.execution.streaming"
 
 
 class _Query(Protocol):
@@ -120,3 +125,19 @@ class GracefulStop:
             if progress is not None and int(progress["batchId"]) >= last:
                 return
             time.sleep(0.05)
+
+
+def quiet_stream_errors(spark: SparkSession) -> None:
+    """Turns off the error logs of a failing foreachBatch function (py4j's and the stream
+    execution's): a query ended by a graceful stop (a batch refused with ``StopRequested``) is
+    not an error, and both would log it as one with a stack trace."""
+    logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        return
+    try:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            _STREAM_EXECUTION_LOGGER, jvm.org.apache.logging.log4j.Level.OFF
+        )
+    except Exception as err:  # another logging backend: the error stays in Spark's log
+        log.debug("could not quiet %s: %s", _STREAM_EXECUTION_LOGGER, err)
