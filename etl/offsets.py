@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,9 @@ log = logging.getLogger(__name__)
 _KAFKA_PREFIX = "kafka."
 # how long one Admin call may take before the batch's offsets are reported uncommitted
 ADMIN_TIMEOUT_S = 10
-# every group with an open Admin client, so an embedding process can close them all
-_OPEN: weakref.WeakSet[ConsumerGroup] = weakref.WeakSet()
+# every group with an open Admin client, so an embedding process can close them all; held
+# strongly: a group collected while open would leave its client running in the JVM
+_OPEN: set[ConsumerGroup] = set()
 
 
 @dataclass(frozen=True, order=True)
